@@ -1,0 +1,1 @@
+"""Built-in graphs; installed as ``orchestrator.graphs``."""

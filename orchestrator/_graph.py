@@ -1,0 +1,223 @@
+"""The run graph: typed nodes in a networkx ``DiGraph``, with a JSON round-trip.
+
+A node's ``kind`` is a string; its kind-specific attributes are a pydantic model registered
+for that kind (built-ins in :mod:`orchestrator._kinds`, others through the graph hook).
+Node ids are deterministic: a child's id is its first parent's id plus its position among
+that parent's children, so the same run grows the same ids.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import networkx as nx
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
+
+from ._runtime import Usage
+
+__all__ = ["Node", "NodeStatus", "RunGraph"]
+
+
+class NodeStatus(str, enum.Enum):
+    """Where a node is in its life. Every node of a finished run is in a final state."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self not in (NodeStatus.PENDING, NodeStatus.RUNNING)
+
+
+class Node(BaseModel):
+    """One unit of reasoning: a generation, a join, a tool call, a search state.
+
+    ``attrs`` is the kind's attribute model (``GenericAttrs`` for unregistered kinds).
+    Timings are seconds since the run started. ``pruned`` marks content removed from the
+    working memory (TIM) but kept in the record.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+    id: str
+    kind: str
+    parent_ids: tuple[str, ...] = ()
+    depth: int = 0
+    text: str = ""
+    token_ids: list[int] = Field(default_factory=list)
+    status: NodeStatus = NodeStatus.PENDING
+    score: float | None = None
+    scores: dict[str, float] = Field(default_factory=dict)
+    usage: Usage = Field(default_factory=Usage)
+    runtime: str | None = None
+    model: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    error: str | None = None
+    pruned: bool = False
+    attrs: SerializeAsAny[BaseModel] | None = None
+
+
+class GenericAttrs(BaseModel):
+    """Attributes of a kind nobody registered a model for: any JSON object."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class RunGraph:
+    """The typed view over the networkx graph of one run.
+
+    :param kinds: attribute model per node kind, used to validate ``attrs`` and to load JSON.
+    """
+
+    def __init__(self, kinds: Mapping[str, type[BaseModel]] | None = None) -> None:
+        self.nx = nx.DiGraph()
+        self.kinds: dict[str, type[BaseModel]] = dict(kinds or {})
+        self._num_children: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return self.nx.number_of_nodes()
+
+    def __iter__(self) -> Iterator[Node]:
+        for _, data in self.nx.nodes(data="node"):
+            yield data
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self.nx
+
+    def __getitem__(self, node_id: str) -> Node:
+        try:
+            node: Node = self.nx.nodes[node_id]["node"]
+        except KeyError:
+            raise KeyError(f"no node {node_id!r} in the run graph") from None
+        return node
+
+    def next_child_id(self, parent_ids: tuple[str, ...]) -> str:
+        """The id the next child of ``parent_ids`` will get (deterministic)."""
+        if not parent_ids:
+            count = self._num_children.get("", 0)
+            return "r" if count == 0 else f"r{count}"
+        first = parent_ids[0]
+        return f"{first}.{self._num_children.get(first, 0)}"
+
+    def add(
+        self,
+        kind: str,
+        parent_ids: tuple[str, ...] = (),
+        attrs: BaseModel | None = None,
+        **fields: Any,
+    ) -> Node:
+        """Create a node under ``parent_ids`` and return it.
+
+        :raises KeyError: if a parent is not in the graph.
+        :raises TypeError: if ``attrs`` is not the model registered for ``kind``.
+        """
+        expected = self.kinds.get(kind)
+        if attrs is not None and expected is not None and not isinstance(attrs, expected):
+            raise TypeError(
+                f"node kind {kind!r} takes {expected.__name__} attributes, "
+                f"got {type(attrs).__name__}"
+            )
+        depth = 0
+        for parent in parent_ids:
+            depth = max(depth, self[parent].depth + 1)
+        node_id = self.next_child_id(parent_ids)
+        key = parent_ids[0] if parent_ids else ""
+        self._num_children[key] = self._num_children.get(key, 0) + 1
+        node = Node.model_construct(
+            **{**_NODE_DEFAULTS(), **fields},
+            id=node_id,
+            kind=kind,
+            parent_ids=parent_ids,
+            depth=depth,
+            attrs=attrs,
+        )
+        self._insert(node)
+        return node
+
+    def _insert(self, node: Node) -> None:
+        self.nx.add_node(node.id, node=node)
+        for parent in node.parent_ids:
+            self.nx.add_edge(parent, node.id)
+
+    def children(self, node_id: str) -> list[Node]:
+        return [self[c] for c in self.nx.successors(node_id)]
+
+    def parents(self, node_id: str) -> list[Node]:
+        return [self[p] for p in self[node_id].parent_ids]
+
+    def descendants(self, node_id: str) -> list[Node]:
+        return [self[d] for d in nx.descendants(self.nx, node_id)]
+
+    def ancestors(self, node_id: str) -> list[Node]:
+        """Ancestors from the root down to the node's first parent (first-parent chain)."""
+        chain: list[Node] = []
+        node = self[node_id]
+        while node.parent_ids:
+            node = self[node.parent_ids[0]]
+            chain.append(node)
+        chain.reverse()
+        return chain
+
+    def roots(self) -> list[Node]:
+        return [n for n in self if not n.parent_ids]
+
+    def leaves(self) -> list[Node]:
+        return [self[n] for n in self.nx.nodes if self.nx.out_degree(n) == 0]
+
+    # -- JSON ---------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nodes": [n.model_dump(mode="json") for n in self]}
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], kinds: Mapping[str, type[BaseModel]] | None = None
+    ) -> RunGraph:
+        """Rebuild a graph saved with :meth:`to_dict`; ``attrs`` come back as their models."""
+        graph = cls(kinds)
+        for raw in data["nodes"]:
+            raw = dict(raw)
+            attrs = raw.pop("attrs", None)
+            model = graph.kinds.get(raw["kind"], GenericAttrs)
+            node = Node.model_validate({**raw, "attrs": None})
+            if attrs is not None:
+                node.attrs = model.model_validate(attrs)
+            graph._insert(node)
+            key = node.parent_ids[0] if node.parent_ids else ""
+            graph._num_children[key] = graph._num_children.get(key, 0) + 1
+        return graph
+
+    @classmethod
+    def from_json(
+        cls, text: str, kinds: Mapping[str, type[BaseModel]] | None = None
+    ) -> RunGraph:
+        return cls.from_dict(json.loads(text), kinds)
+
+
+def _NODE_DEFAULTS() -> dict[str, Any]:  # noqa: N802 - a constant-like factory
+    # model_construct skips validation (hot path: 10k+ nodes per run); mutable defaults
+    # must still be fresh per node.
+    return {
+        "text": "",
+        "token_ids": [],
+        "status": NodeStatus.PENDING,
+        "score": None,
+        "scores": {},
+        "usage": Usage(),
+        "runtime": None,
+        "model": None,
+        "started_at": None,
+        "ended_at": None,
+        "error": None,
+        "pruned": False,
+    }
