@@ -7,6 +7,9 @@ report ``orchestrator`` as their module, so tracebacks and reprs show the public
 from __future__ import annotations
 
 from ._budget import Budget, BudgetLimits, BudgetUsage
+from ._config import RunConfig, parse_runtime_spec
+from ._context import RunContext
+from ._executor import Orchestrator, Run, RunResult, StopReason
 from ._exceptions import (
     BudgetExhausted,
     CapabilityMissing,
@@ -20,7 +23,20 @@ from ._exceptions import (
     RuntimeUnavailable,
     UnknownComponentError,
 )
-from ._graph import Node, NodeStatus, RunGraph
+from ._graph import GenericAttrs, Node, NodeStatus, RunGraph
+from ._kinds import (
+    BUILTIN_KINDS,
+    AnswerAttrs,
+    PathAttrs,
+    QuestionAttrs,
+    SearchAttrs,
+    StepAttrs,
+    SummaryAttrs,
+    TaskAttrs,
+    ThreadAttrs,
+    ToolUseAttrs,
+    WorkerAttrs,
+)
 from ._plugins import PluginInfo, PluginManager, Registry
 from ._protocols import (
     Candidate,
@@ -67,7 +83,9 @@ from ._specs import (
 from .hookspecs import hookimpl
 
 __all__ = [
+    "AnswerAttrs",
     "AttentionBackendSpec",
+    "BUILTIN_KINDS",
     "Budget",
     "BudgetExhausted",
     "BudgetLimits",
@@ -90,22 +108,30 @@ __all__ = [
     "GenerateRequest",
     "GenerateResult",
     "GenerationChunk",
+    "GenericAttrs",
     "Grammar",
     "GraphError",
     "GraphSpec",
     "Memory",
     "Node",
     "NodeStatus",
+    "Orchestrator",
     "OrchestratorError",
+    "PathAttrs",
     "PluginError",
     "PluginInfo",
     "PluginManager",
     "Prompt",
+    "QuestionAttrs",
     "Registry",
     "RequestRejected",
     "Retriever",
-    "RunGraph",
     "Router",
+    "Run",
+    "RunConfig",
+    "RunContext",
+    "RunGraph",
+    "RunResult",
     "Runtime",
     "RuntimeFailure",
     "RuntimeSpec",
@@ -115,15 +141,24 @@ __all__ = [
     "ScoreRequest",
     "ScoreResult",
     "Scorer",
+    "SearchAttrs",
     "SearchStrategy",
     "SegmentSpec",
     "SequenceHandle",
+    "StepAttrs",
+    "StopReason",
+    "SummaryAttrs",
     "SupportsSegments",
     "SupportsSequences",
+    "TaskAttrs",
+    "ThreadAttrs",
     "ToolSpec",
+    "ToolUseAttrs",
     "UnknownComponentError",
     "Usage",
+    "WorkerAttrs",
     "hookimpl",
+    "parse_runtime_spec",
 ]
 
 # Objects report the public module, so reprs and tracebacks show `orchestrator.X`.

@@ -1,0 +1,1 @@
+"""Scorers: answer matching, voting, judges, step checkers."""

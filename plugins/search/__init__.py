@@ -1,0 +1,1 @@
+"""Search strategies for the ``search`` graph."""
