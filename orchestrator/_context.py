@@ -167,9 +167,9 @@ class RunContext:
         :raises BudgetExhausted: if the node or depth limit is reached.
         """
         parent_ids = tuple(p if isinstance(p, str) else p.id for p in parents)
-        depth = 1 + max((self.graph[p].depth for p in parent_ids), default=-1)
+        depth = self.graph.depth_below(parent_ids)
         self.budget.charge_node(depth)
-        return self.graph.add(kind, parent_ids, attrs, **fields)
+        return self.graph.add(kind, parent_ids, attrs, depth=depth, **fields)
 
     def running(self, node: Node) -> _NodeScope:
         """``async with ctx.running(node):`` runs a node's body with its lifecycle: status,

@@ -188,9 +188,10 @@ FinishReason = Literal["stop", "length", "abort"]
 
 
 class Usage(BaseModel):
-    """Token counts. ``cached_tokens`` is the part of ``prompt_tokens`` served from cache."""
+    """Token counts. ``cached_tokens`` is the part of ``prompt_tokens`` served from cache.
+    Frozen: add usages with ``+``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     prompt_tokens: int = 0
     cached_tokens: int = 0
