@@ -205,7 +205,7 @@ class PluginManager(pluggy.PluginManager):
             caller = getattr(self.hook, hook_name)
             # Called per implementation (not through pluggy's fan-in) so each spec is
             # attributed to the plugin that returned it, for errors and `plugins list`.
-            for impl in reversed(caller.get_hookimpls()):
+            for impl in caller.get_hookimpls():  # registration order: first claims a name
                 result = _call_registration(impl.function, impl.plugin_name, hook_name)
                 for spec in result:
                     if not isinstance(spec, spec_type):
@@ -223,8 +223,10 @@ class PluginManager(pluggy.PluginManager):
         """Every plugin: loaded (with what it registers), failed, or blocked."""
         registry = self.registry
         infos: dict[str, PluginInfo] = {}
-        for name, _plugin in self.list_name_plugin():
+        for name, plugin in self.list_name_plugin():
             source, version = self.sources.get(name, ("object", None))
+            if plugin is None:
+                source = "blocked"
             infos[name] = PluginInfo(name=name, version=version, source=source)
         for (category, key), owner in registry.owners.items():
             if owner in infos:

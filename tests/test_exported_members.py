@@ -1,0 +1,19 @@
+"""The public facade lists exactly what it exports, and each export reports `orchestrator`."""
+
+from __future__ import annotations
+
+import orchestrator
+
+
+def test_all_is_sorted_and_complete() -> None:
+    assert orchestrator.__all__ == sorted(orchestrator.__all__)
+    public = {n for n in dir(orchestrator) if not n.startswith("_")}
+    submodules = {"hookspecs", "testing"}
+    assert public - submodules - {"annotations"} == set(orchestrator.__all__)
+
+
+def test_exports_report_the_public_module() -> None:
+    for name in orchestrator.__all__:
+        obj = getattr(orchestrator, name)
+        if isinstance(obj, type):
+            assert obj.__module__ == "orchestrator", name
