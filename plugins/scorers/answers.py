@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["answers_match", "extract_answer", "has_final_answer", "normalize_answer"]
+__all__ = ["answer_key", "answers_match", "extract_answer", "has_final_answer", "normalize_answer"]
 
 _BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
 _HASHES = re.compile(r"####\s*([^\n]+)")
@@ -53,6 +53,16 @@ def answers_match(candidate: str | None, reference: str | None, *, rel_tol: floa
         return True
     x, y = _as_number(a), _as_number(b)
     return x is not None and y is not None and math.isclose(x, y, rel_tol=rel_tol, abs_tol=1e-9)
+
+
+def answer_key(answer: str) -> str:
+    """A key under which equal answers collide: numbers by value (``.5``, ``0.50`` and
+    ``$0.5`` share ``"0.5"``), anything else by its normalised text."""
+    normalized = normalize_answer(answer)
+    value = _as_number(normalized)
+    if value is None or not math.isfinite(value):
+        return normalized
+    return format(value, ".12g")
 
 
 def _as_number(text: str) -> float | None:
