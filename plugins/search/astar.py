@@ -93,6 +93,11 @@ class AStar:
         self._r: dict[str, float | None] = {}
         self._f: dict[str, float] = {}
 
+    @property
+    def frontier(self) -> list[tuple[float, str]]:
+        """``(f, node_id)`` of the states waiting, in the order they would be popped."""
+        return [(f, node_id) for f, _, node_id in sorted(self._frontier)]
+
     def select(self, ctx: RunContext) -> Sequence[Expansion]:
         if not self._started:
             self._started = True
