@@ -63,6 +63,11 @@ class Budget:
         return time.monotonic() - self._started
 
     @property
+    def reserved_tokens(self) -> int:
+        """Tokens reserved by calls in flight."""
+        return self._reserved_tokens
+
+    @property
     def tokens_left(self) -> int | None:
         """Generated tokens still available (reserved tokens count as spent)."""
         limit = self.limits.max_generated_tokens

@@ -80,6 +80,7 @@ class RunContext:
         #: Set by a graph that caught a budget exhaustion and finished gracefully.
         self.stopped_by: BudgetExhausted | None = None
         self._limiter = anyio.CapacityLimiter(config.max_concurrency)
+        self._settled = anyio.Event()  # set (and replaced) whenever a reservation settles
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._components: dict[str, Any] = {}
         hook = plugins.hook
@@ -209,13 +210,40 @@ class RunContext:
             runtime = await router.route(request, node, self) if router is not None else None
         name = runtime or self.default_runtime
         rt = self.runtime(name)
+        async with self._limiter:
+            return await self._generate_reserved(node, request, name, rt)
+
+    async def _reserve(self, wanted: int) -> int:
+        """Reserve tokens; when none are free but other calls hold reservations, wait for
+        them to settle (they usually return most of it) instead of failing."""
+        while True:
+            try:
+                return self.budget.reserve_tokens(wanted)
+            except BudgetExhausted as exc:
+                if exc.limit != "max_generated_tokens" or self.budget.reserved_tokens == 0:
+                    raise
+                await self._settled.wait()
+
+    def _settle(self, granted: int, generated: int, usage: Usage | None = None) -> None:
+        if usage is None:
+            self.budget.settle_tokens(granted, generated)
+        else:
+            self.budget.settle_tokens(
+                granted, usage.generated_tokens, usage.prompt_tokens, usage.cached_tokens
+            )
+        self._settled.set()
+        self._settled = anyio.Event()
+
+    async def _generate_reserved(
+        self, node: Node, request: GenerateRequest, name: str, rt: Runtime
+    ) -> GenerateResult:
         sampling = request.sampling
         wanted = sampling.max_new_tokens * sampling.n
-        granted = self.budget.reserve_tokens(wanted)
+        granted = await self._reserve(wanted)
         if granted < wanted:
             per_sample = granted // sampling.n
             if per_sample == 0:
-                self.budget.settle_tokens(granted, 0)
+                self._settle(granted, 0)
                 raise BudgetExhausted(
                     "max_generated_tokens",
                     self.budget.usage.generated_tokens,
@@ -240,27 +268,31 @@ class RunContext:
         partial = _Partial()
         result: GenerateResult | None = None
         try:
-            async with self._limiter:
-                if sampling.n == 1 and Capability.STREAMING in rt.capabilities:
-                    result = await _stream_collect(rt, request, partial)
-                else:
-                    result = (await rt.generate([request]))[0]
+            if sampling.n == 1 and Capability.STREAMING in rt.capabilities:
+                result = await _stream_collect(rt, request, partial)
+            else:
+                result = (await rt.generate([request]))[0]
         except BaseException as exc:
             generated = len(partial.token_ids)
             node.token_ids.extend(partial.token_ids)
             node.text += "".join(partial.text)
             node.usage = node.usage + Usage(generated_tokens=generated)
-            self.budget.settle_tokens(granted, generated)
+            self._settle(granted, generated)
             if span is not None:
                 span.set_attribute("gen_ai.usage.output_tokens", generated)
                 span.set_attribute("error.type", type(exc).__name__)
                 span.end()
             raise
         usage = result.usage
-        self.budget.settle_tokens(
-            granted, usage.generated_tokens, usage.prompt_tokens, usage.cached_tokens
-        )
+        self._settle(granted, 0, usage)
         node.usage = node.usage + usage
+        if granted < wanted and any(c.finish_reason == "length" for c in result.completions):
+            # The budget, not the request, cut this call short: the run's budget is spent.
+            self.stopped_by = BudgetExhausted(
+                "max_generated_tokens",
+                self.budget.usage.generated_tokens,
+                self.config.budget.max_generated_tokens or 0,
+            )
         if sampling.n == 1 and result.completions:
             completion = result.completions[0]
             node.text += completion.text

@@ -101,10 +101,13 @@ class Run:
                 stop = "cancelled"
             elif stop == "done" and ctx.stopped_by is not None:
                 stop, detail = "budget", ctx.stopped_by.limit
-        except BudgetExhausted as exc:
-            stop, detail = "budget", exc.limit
         except Exception as exc:
-            stop, detail = "error", f"{type(exc).__name__}: {exc}"
+            cause = _first_leaf(exc)
+            if isinstance(cause, BudgetExhausted):
+                stop, detail = "budget", cause.limit
+            else:
+                stop, detail = "error", f"{type(cause).__name__}: {cause}"
+                ctx.meta["error_type"] = type(cause).__name__
         finally:
             with anyio.CancelScope(shield=True):
                 for node in ctx.graph:
@@ -133,6 +136,13 @@ class Run:
         hook.orchestrator_run_end(ctx=ctx, result=result)
         self.result = result
         return result
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The first real error inside (possibly nested) exception groups from task groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 class Orchestrator:

@@ -143,7 +143,9 @@ class SamplingParams(_Strict):
     stop: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
-    #: Keep the matched stop string / token at the end of the output text and ids.
+    #: Keep the matched ``stop`` string or ``stop_token_ids`` token at the end of the output
+    #: text and ids. EOS is never kept (unless it is listed in ``stop_token_ids``); it is
+    #: reported in ``Completion.matched_stop`` either way.
     include_stop: bool = False
     logprobs: bool = False
     top_logprobs: int = Field(0, ge=0)
