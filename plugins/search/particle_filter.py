@@ -89,6 +89,8 @@ class ParticleFilter:
         return self.config.num_particles - len(self.references)
 
     def select(self, ctx: RunContext) -> Sequence[Expansion]:
+        if self._finished_all:
+            return []
         if self._sweep_over:
             self._sweep_over = False
             self.step, self.particles, self.aside = 0, [], []
