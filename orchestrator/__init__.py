@@ -51,6 +51,7 @@ from ._protocols import (
     Scorer,
     SearchStrategy,
 )
+from ._render import render_tree
 from ._runtime import (
     Capability,
     ChatMessage,
@@ -159,6 +160,7 @@ __all__ = [
     "WorkerAttrs",
     "hookimpl",
     "parse_runtime_spec",
+    "render_tree",
 ]
 
 # Objects report the public module, so reprs and tracebacks show `orchestrator.X`.

@@ -20,6 +20,7 @@ from ._exceptions import ConfigError, OrchestratorError
 from ._executor import Orchestrator, RunResult
 from ._plugins import PluginManager
 from ._progress import ProgressDisplay
+from ._render import render_tree
 from ._trace_file import jsonl_tracer_provider
 
 __all__ = ["main"]
@@ -124,6 +125,7 @@ def _print_result(result: RunResult) -> None:
     from rich.console import Console
 
     console = Console()
+    console.print(render_tree(result.graph))
     usage = result.usage
     console.print(f"[bold]answer:[/bold] {result.answer}")
     detail = f" ({result.stop_detail})" if result.stop_detail else ""
