@@ -30,6 +30,8 @@ from ._runtime import (
     GenerateRequest,
     GenerateResult,
     Runtime,
+    SamplingParams,
+    SequenceHandle,
     Usage,
 )
 from ._tracing import RunTracer
@@ -212,6 +214,76 @@ class RunContext:
         rt = self.runtime(name)
         async with self._limiter:
             return await self._generate_reserved(node, request, name, rt)
+
+    async def generate_on(
+        self,
+        node: Node,
+        handle: SequenceHandle,
+        sampling: SamplingParams,
+        runtime: str | None = None,
+    ) -> Completion:
+        """Continue the live sequence ``handle`` for ``node``: the handle-based counterpart of
+        :meth:`generate`, with the same token reservation, span and node usage.
+
+        ``runtime`` names the runtime that opened ``handle`` (default: the run's default); no
+        router is asked, since a handle lives on one runtime. ``sampling.n`` must be 1. The
+        completion is appended to the node's text and token ids; if the call is cancelled,
+        the tokens the handle gained meanwhile are counted as generated.
+
+        :raises BudgetExhausted: before calling, if no token or call is left.
+        """
+        name = runtime or self.default_runtime
+        rt = self.runtime(name)
+        async with self._limiter:
+            wanted = sampling.max_new_tokens
+            granted = await self._reserve(wanted)
+            if granted < wanted:
+                sampling = sampling.model_copy(update={"max_new_tokens": granted})
+            node.runtime, node.model = name, rt.model
+            span = self.tracer.start_call(
+                node,
+                "text_completion",
+                rt.provider,
+                rt.model,
+                {
+                    "gen_ai.request.temperature": sampling.temperature,
+                    "gen_ai.request.max_tokens": sampling.max_new_tokens,
+                    "gen_ai.request.top_p": sampling.top_p,
+                    "gen_ai.request.choice.count": 1,
+                },
+            )
+            before = len(handle.token_ids)
+            try:
+                completion = await handle.generate(sampling)
+            except BaseException as exc:
+                generated = max(0, len(handle.token_ids) - before)
+                node.usage = node.usage + Usage(generated_tokens=generated)
+                self._settle(granted, generated)
+                if span is not None:
+                    span.set_attribute("gen_ai.usage.output_tokens", generated)
+                    span.set_attribute("error.type", type(exc).__name__)
+                    span.end()
+                raise
+            generated = max(len(completion.token_ids), len(handle.token_ids) - before)
+            self._settle(granted, generated)
+            node.usage = node.usage + Usage(generated_tokens=generated)
+            if granted < wanted and completion.finish_reason == "length":
+                self.stopped_by = BudgetExhausted(
+                    "max_generated_tokens",
+                    self.budget.usage.generated_tokens,
+                    self.config.budget.max_generated_tokens or 0,
+                )
+            node.text += completion.text
+            node.token_ids.extend(completion.token_ids)
+            if span is not None:
+                span.set_attributes(
+                    {
+                        "gen_ai.usage.output_tokens": generated,
+                        "gen_ai.response.finish_reasons": [completion.finish_reason],
+                    }
+                )
+                span.end()
+            return completion
 
     async def _reserve(self, wanted: int) -> int:
         """Reserve tokens; when none are free but other calls hold reservations, wait for
