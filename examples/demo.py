@@ -13,7 +13,10 @@ from rich.console import Console
 
 from orchestrator import Orchestrator, RunResult, render_tree
 
-QUESTION = "Sara has 12 pencils. She gives 5 pencils to Tom and then buys 8 more. How many pencils does Sara have now?"
+QUESTION = (
+    "Sara has 12 pencils. She gives 5 pencils to Tom and then buys 8 more. "
+    "How many pencils does Sara have now?"
+)
 REFERENCE = "15"
 
 
@@ -30,7 +33,8 @@ def report(console: Console, title: str, result: RunResult) -> None:
         console.print(f"  {node_id}: answer={answer!s:>6}  scorer: {verdict} ({score})")
     usage = result.usage
     console.print(
-        f"[bold]answer: {result.answer}[/bold] (reference {REFERENCE}) · stop: {result.stop_reason} · "
+        f"[bold]answer: {result.answer}[/bold] (reference {REFERENCE}) · "
+        f"stop: {result.stop_reason} · "
         f"{usage.generated_tokens} generated tokens, {usage.prompt_tokens} prompt tokens "
         f"({usage.cached_tokens} cached), {usage.runtime_calls} runtime calls, "
         f"{usage.scorer_calls} scorer calls, {usage.wall_seconds:.1f}s"

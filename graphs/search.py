@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 import anyio
+from orchestrator.plugins.scorers.answers import extract_answer, has_final_answer
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator import (
@@ -32,7 +33,6 @@ from orchestrator import (
     SearchAttrs,
     hookimpl,
 )
-from orchestrator.plugins.scorers.answers import extract_answer, has_final_answer
 
 if TYPE_CHECKING:
     from orchestrator import RunContext
@@ -126,13 +126,18 @@ class SearchGraph:
                 stop=(config.step_delimiter,) if step else (),
                 include_stop=True,
             )
-            request = GenerateRequest(prompt=Prompt(token_ids=tuple(base + path_ids)), sampling=sampling)
+            request = GenerateRequest(
+                prompt=Prompt(token_ids=tuple(base + path_ids)), sampling=sampling
+            )
             result = await ctx.generate(child, request)
             completion = result.completions[0]
             text = "".join(n.text for n in path) + child.text
             attrs = child.attrs
             assert attrs is not None
-            eos = completion.finish_reason == "stop" and completion.matched_stop != config.step_delimiter
+            eos = (
+                completion.finish_reason == "stop"
+                and completion.matched_stop != config.step_delimiter
+            )
             too_long = len(path_ids) + len(child.token_ids) >= config.max_solution_tokens
             attrs.finished = eos or has_final_answer(child.text) or too_long or not step
             attrs.answer = extract_answer(text) if attrs.finished else None
@@ -144,7 +149,9 @@ class SearchGraph:
             if self.config.prompt_style == "chat":
                 messages = [ChatMessage(role="user", content=ctx.question)]
                 if self.config.system_prompt:
-                    messages.insert(0, ChatMessage(role="system", content=self.config.system_prompt))
+                    messages.insert(
+                        0, ChatMessage(role="system", content=self.config.system_prompt)
+                    )
                 prompt = Prompt(messages=tuple(messages))
             else:
                 prompt = Prompt(text=ctx.question)
@@ -159,8 +166,12 @@ class SearchGraph:
             path = ctx.graph.ancestors(child.id)[1:]
             text = "".join(n.text for n in path) + child.text
             finished = bool(getattr(child.attrs, "finished", False))
-            candidates.append(Candidate(text=text, step=child.text, finished=finished, node_id=child.id))
-        batch = ScoreBatch(question=ctx.question, candidates=candidates, reference=ctx.config.reference)
+            candidates.append(
+                Candidate(text=text, step=child.text, finished=finished, node_id=child.id)
+            )
+        batch = ScoreBatch(
+            question=ctx.question, candidates=candidates, reference=ctx.config.reference
+        )
         scorer_name = ctx.config.scorer or self.config.default_scorer
         scores = await ctx.score(batch, node=ctx.root, name=scorer_name)
         for child, score in zip(children, scores, strict=True):

@@ -6,10 +6,11 @@ report ``orchestrator`` as their module, so tracebacks and reprs show the public
 
 from __future__ import annotations
 
+import contextlib as _contextlib
+
 from ._budget import Budget, BudgetLimits, BudgetUsage
 from ._config import RunConfig, parse_runtime_spec
 from ._context import RunContext
-from ._executor import Orchestrator, Run, RunResult, StopReason
 from ._exceptions import (
     BudgetExhausted,
     CapabilityMissing,
@@ -23,6 +24,7 @@ from ._exceptions import (
     RuntimeUnavailable,
     UnknownComponentError,
 )
+from ._executor import Orchestrator, Run, RunResult, StopReason
 from ._graph import GenericAttrs, Node, NodeStatus, RunGraph
 from ._kinds import (
     BUILTIN_KINDS,
@@ -84,9 +86,9 @@ from ._specs import (
 from .hookspecs import hookimpl
 
 __all__ = [
+    "BUILTIN_KINDS",
     "AnswerAttrs",
     "AttentionBackendSpec",
-    "BUILTIN_KINDS",
     "Budget",
     "BudgetExhausted",
     "BudgetLimits",
@@ -166,9 +168,7 @@ __all__ = [
 # Objects report the public module, so reprs and tracebacks show `orchestrator.X`.
 for _name in __all__:
     _obj = globals()[_name]
-    if hasattr(_obj, "__module__") and not isinstance(_obj, str):
-        try:
+    if isinstance(_obj, type) or callable(_obj):
+        with _contextlib.suppress(AttributeError, TypeError):  # builtins refuse; that's fine
             _obj.__module__ = __name__
-        except (AttributeError, TypeError):
-            pass
 del _name, _obj

@@ -101,7 +101,9 @@ class Budget:
         self.usage.runtime_calls += 1
         return wanted
 
-    def settle_tokens(self, reserved: int, generated: int, prompt: int = 0, cached: int = 0) -> None:
+    def settle_tokens(
+        self, reserved: int, generated: int, prompt: int = 0, cached: int = 0
+    ) -> None:
         """Turn a reservation into usage: ``generated`` spent, the rest returned."""
         self._reserved_tokens -= reserved
         self.usage.generated_tokens += generated

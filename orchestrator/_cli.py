@@ -153,7 +153,11 @@ def _command_list(args: argparse.Namespace, pm: PluginManager) -> int:
             print(f"{info['name']}{version} [{info['source']}] {registers}{error}")
         return 0
     graphs = [
-        {"name": name, "description": spec.description, "plugin": pm.registry.owners[("graph", name)]}
+        {
+            "name": name,
+            "description": spec.description,
+            "plugin": pm.registry.owners[("graph", name)],
+        }
         for name, spec in sorted(pm.registry.items["graph"].items())
     ]
     if args.json:

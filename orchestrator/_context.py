@@ -87,8 +87,12 @@ class RunContext:
         self._components: dict[str, Any] = {}
         hook = plugins.hook
         # Lifecycle hooks run per node: skip the call entirely when nobody implements them.
-        self._node_start = hook.orchestrator_node_start if hook.orchestrator_node_start.get_hookimpls() else None
-        self._node_end = hook.orchestrator_node_end if hook.orchestrator_node_end.get_hookimpls() else None
+        self._node_start = (
+            hook.orchestrator_node_start if hook.orchestrator_node_start.get_hookimpls() else None
+        )
+        self._node_end = (
+            hook.orchestrator_node_end if hook.orchestrator_node_end.get_hookimpls() else None
+        )
         self.root = self.add_node("question", text=question)
         self.root.status = NodeStatus.DONE  # the question exists; nothing runs on it
         self.root.started_at = self.root.ended_at = 0.0
@@ -109,7 +113,9 @@ class RunContext:
             return self.runtimes[name]
         except KeyError:
             known = ", ".join(self.runtimes) or "none"
-            raise ConfigError(f"no runtime named {name!r} (have: {known})", field="runtime") from None
+            raise ConfigError(
+                f"no runtime named {name!r} (have: {known})", field="runtime"
+            ) from None
 
     def component(self, category: str, default: str | None = None) -> Any:
         """The run's ``category`` component (``strategy``, ``scorer``, ``router``, ``memory``,
@@ -384,7 +390,10 @@ class RunContext:
         return result
 
     async def score(
-        self, batch: ScoreBatch, node: Node | None = None, scorer: Scorer | None = None,
+        self,
+        batch: ScoreBatch,
+        node: Node | None = None,
+        scorer: Scorer | None = None,
         name: str | None = None,
     ) -> list[float]:
         """Score a batch with ``scorer`` (default: the run's scorer), counting one scorer
@@ -411,7 +420,9 @@ class RunContext:
         return [float(s) for s in scores]
 
 
-async def _stream_collect(rt: Runtime, request: GenerateRequest, partial: _Partial) -> GenerateResult:
+async def _stream_collect(
+    rt: Runtime, request: GenerateRequest, partial: _Partial
+) -> GenerateResult:
     completion: Completion | None = None
     usage = Usage()
     stream = rt.stream(request)

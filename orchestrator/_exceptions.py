@@ -69,9 +69,7 @@ class UnknownComponentError(PluginError, KeyError):
         self.name = name
         self.known = sorted(known)
         listing = ", ".join(self.known) or "none"
-        OrchestratorError.__init__(
-            self, f"unknown {category} {name!r} (registered: {listing})"
-        )
+        OrchestratorError.__init__(self, f"unknown {category} {name!r} (registered: {listing})")
         self.plugin = name
         self.hook = None
 

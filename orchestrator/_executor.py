@@ -59,7 +59,9 @@ class RunResult(BaseModel):
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], kinds: Mapping[str, type[BaseModel]] | None = None) -> RunResult:
+    def from_dict(
+        cls, data: Mapping[str, Any], kinds: Mapping[str, type[BaseModel]] | None = None
+    ) -> RunResult:
         fields = dict(data)
         graph = RunGraph.from_dict(fields.pop("graph"), {**BUILTIN_KINDS, **(kinds or {})})
         return cls.model_validate({**fields, "graph": graph})
@@ -206,9 +208,7 @@ class Orchestrator:
             self._runtimes[name] = runtime
         return self._runtimes
 
-    def prepare(
-        self, question: str, config: RunConfig | None = None, **fields: Any
-    ) -> Run:
+    def prepare(self, question: str, config: RunConfig | None = None, **fields: Any) -> Run:
         """Validate everything a run needs and return it, not yet started.
 
         :raises ConfigError: for an invalid config or component options (naming the field).

@@ -21,7 +21,7 @@ from ._runtime import Usage
 __all__ = ["Node", "NodeStatus", "RunGraph"]
 
 
-class NodeStatus(str, enum.Enum):
+class NodeStatus(enum.StrEnum):
     """Where a node is in its life. Every node of a finished run is in a final state."""
 
     PENDING = "pending"
@@ -77,7 +77,7 @@ class RunGraph:
     """
 
     def __init__(self, kinds: Mapping[str, type[BaseModel]] | None = None) -> None:
-        self.nx = nx.DiGraph()
+        self.nx: nx.DiGraph[str] = nx.DiGraph()
         self._nodes: dict[str, Node] = {}  # the same nodes, for O(1) lookups off networkx
         self.kinds: dict[str, type[BaseModel]] = dict(kinds or {})
         self._num_children: dict[str, int] = {}
@@ -211,9 +211,7 @@ class RunGraph:
         return graph
 
     @classmethod
-    def from_json(
-        cls, text: str, kinds: Mapping[str, type[BaseModel]] | None = None
-    ) -> RunGraph:
+    def from_json(cls, text: str, kinds: Mapping[str, type[BaseModel]] | None = None) -> RunGraph:
         return cls.from_dict(json.loads(text), kinds)
 
 

@@ -89,19 +89,21 @@ class StepAttrs(_Attrs):
     step: int
 
 
-BUILTIN_KINDS: MappingProxyType[str, type[BaseModel]] = MappingProxyType({
-    "question": QuestionAttrs,
-    "answer": AnswerAttrs,
-    "search": SearchAttrs,
-    "task": TaskAttrs,
-    "thought": TaskAttrs,
-    "subtasks": TaskAttrs,
-    "conclusion": TaskAttrs,
-    "tooluse": ToolUseAttrs,
-    "outline": ThreadAttrs,
-    "thread": ThreadAttrs,
-    "path": PathAttrs,
-    "summary": SummaryAttrs,
-    "worker": WorkerAttrs,
-    "step": StepAttrs,
-})
+BUILTIN_KINDS: MappingProxyType[str, type[BaseModel]] = MappingProxyType(
+    {
+        "question": QuestionAttrs,
+        "answer": AnswerAttrs,
+        "search": SearchAttrs,
+        "task": TaskAttrs,
+        "thought": TaskAttrs,
+        "subtasks": TaskAttrs,
+        "conclusion": TaskAttrs,
+        "tooluse": ToolUseAttrs,
+        "outline": ThreadAttrs,
+        "thread": ThreadAttrs,
+        "path": PathAttrs,
+        "summary": SummaryAttrs,
+        "worker": WorkerAttrs,
+        "step": StepAttrs,
+    }
+)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from ._executor import RunContext
+    from ._context import RunContext
     from ._graph import Node
     from ._runtime import GenerateRequest, Prompt, SequenceHandle
 

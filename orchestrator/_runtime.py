@@ -110,8 +110,8 @@ class Prompt(_Strict):
             return cls(text=value)
         items = list(value)
         if items and all(isinstance(i, ChatMessage) for i in items):
-            return cls(messages=tuple(items))  # type: ignore[arg-type]
-        return cls(token_ids=tuple(items))  # type: ignore[arg-type]
+            return cls(messages=tuple(items))
+        return cls(token_ids=tuple(items))
 
 
 class Grammar(_Strict):
@@ -182,7 +182,7 @@ class GenerateRequest(_Strict):
     @classmethod
     def _coerce_prompt(cls, value: object) -> object:
         if isinstance(value, str | list | tuple):
-            return Prompt.of(value)  # type: ignore[arg-type]
+            return Prompt.of(value)
         return value
 
 
@@ -257,7 +257,7 @@ class ScoreRequest(_Strict):
     @classmethod
     def _coerce_prompt(cls, value: object) -> object:
         if isinstance(value, str | list | tuple):
-            return Prompt.of(value)  # type: ignore[arg-type]
+            return Prompt.of(value)
         return value
 
 

@@ -17,7 +17,8 @@ class JsonLinesSpanExporter(SpanExporter):
     """Appends spans to a file, one compact JSON object per line."""
 
     def __init__(self, path: str | Path) -> None:
-        self._file: IO[str] = Path(path).open("w", encoding="utf-8")
+        # Open for the exporter's lifetime; closed in shutdown().
+        self._file: IO[str] = Path(path).open("w", encoding="utf-8")  # noqa: SIM115
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         for span in spans:

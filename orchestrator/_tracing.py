@@ -28,11 +28,8 @@ _SCOPE = "orchestrator"
 
 
 def _is_real(provider: trace.TracerProvider) -> bool:
-    if isinstance(provider, trace.NoOpTracerProvider):
-        return False
-    if isinstance(provider, trace.ProxyTracerProvider):
-        return False
-    return True
+    # The API's defaults record nothing: skip span work entirely for them.
+    return not isinstance(provider, trace.NoOpTracerProvider | trace.ProxyTracerProvider)
 
 
 class RunTracer:
@@ -102,7 +99,12 @@ class RunTracer:
         span.end()
 
     def start_call(
-        self, node: Node | None, operation: str, provider: str, model: str, attributes: Mapping[str, Any]
+        self,
+        node: Node | None,
+        operation: str,
+        provider: str,
+        model: str,
+        attributes: Mapping[str, Any],
     ) -> Span | None:
         """A runtime call span, child of the node's span."""
         if self._tracer is None:

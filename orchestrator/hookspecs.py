@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from ._executor import RunContext, RunResult
+    from ._context import RunContext
+    from ._executor import RunResult
     from ._graph import Node
     from ._specs import (
         AttentionBackendSpec,

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from orchestrator import GraphSpec, RunContext, hookimpl
 from orchestrator.testing import ScriptedRuntime
 
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every ``async def`` test runs under anyio (asyncio backend)."""
     for item in items:
@@ -46,7 +47,9 @@ def graph_plugin(name: str, fn: Callable[[RunContext], Awaitable[str | None]]) -
     class Plugin:
         @hookimpl
         def orchestrator_add_graphs(self) -> list[GraphSpec]:
-            return [GraphSpec(name=name, factory=lambda _config: FnGraph(fn), config_model=FnConfig)]
+            return [
+                GraphSpec(name=name, factory=lambda _config: FnGraph(fn), config_model=FnConfig)
+            ]
 
     return Plugin()
 

@@ -19,15 +19,15 @@ def test_reservation_is_clamped_and_settled() -> None:
     assert budget.reserve_tokens(54) == 54
     budget.settle_tokens(36, 36)
     budget.settle_tokens(54, 54)
-    with pytest.raises(BudgetExhausted, match=r"budget max_generated_tokens exhausted \(100 of 100\)"):
+    with pytest.raises(
+        BudgetExhausted, match=r"budget max_generated_tokens exhausted \(100 of 100\)"
+    ):
         budget.reserve_tokens(1)
     assert budget.usage.runtime_calls == 3
 
 
 def test_call_node_depth_and_scorer_limits() -> None:
-    budget = Budget(
-        BudgetLimits(max_runtime_calls=1, max_nodes=2, max_depth=1, max_scorer_calls=3)
-    )
+    budget = Budget(BudgetLimits(max_runtime_calls=1, max_nodes=2, max_depth=1, max_scorer_calls=3))
     budget.reserve_tokens(5)
     with pytest.raises(BudgetExhausted, match="max_runtime_calls"):
         budget.reserve_tokens(5)
@@ -47,7 +47,9 @@ def test_call_node_depth_and_scorer_limits() -> None:
     limit=st.integers(0, 500),
     calls=st.lists(st.tuples(st.integers(1, 80), st.floats(0, 1)), max_size=30),
 )
-def test_concurrent_reservations_never_overshoot(limit: int, calls: list[tuple[int, float]]) -> None:
+def test_concurrent_reservations_never_overshoot(
+    limit: int, calls: list[tuple[int, float]]
+) -> None:
     """Reserve everything first (as concurrent siblings do), then settle: usage ≤ limit."""
     budget = Budget(BudgetLimits(max_generated_tokens=limit))
     granted = []

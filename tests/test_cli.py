@@ -21,7 +21,8 @@ def scripted_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
             from orchestrator.testing import Script, ScriptedRuntime
 
             def build(target, options):
-                return ScriptedRuntime(Script.from_file(target), model=options.get("model", "scripted"))
+                model = options.get("model", "scripted")
+                return ScriptedRuntime(Script.from_file(target), model=model)
 
             @hookimpl
             def orchestrator_add_runtimes():
@@ -93,10 +94,19 @@ def test_budget_tokens_option(scripted_plugin: str, capsys: pytest.CaptureFixtur
     [
         (["run", "q", "--graph", "nope"], "error: unknown graph 'nope' (registered: "),
         (["run", "q", "--set", "strategy"], "error: --set: expected KEY=VALUE, got 'strategy'"),
-        (["run", "q", "--runtime", "x=nokind"], "error: runtime: runtime spec 'nokind' must look like KIND:TARGET"),
+        (
+            ["run", "q", "--runtime", "x=nokind"],
+            "error: runtime: runtime spec 'nokind' must look like KIND:TARGET",
+        ),
         (["run", "q", "--runtime", "x=warp:drive"], "error: unknown runtime 'warp' (registered: "),
-        (["run", "q", "--set", "strategy.n=0", "--runtime", "m=scripted:script.json"], "error: strategy.n: Input should be greater than or equal to 1"),
-        (["--plugin", "no_such_plugin_mod", "plugins", "list"], 'error: plugin "no_such_plugin_mod": Error importing plugin'),
+        (
+            ["run", "q", "--set", "strategy.n=0", "--runtime", "m=scripted:script.json"],
+            "error: strategy.n: Input should be greater than or equal to 1",
+        ),
+        (
+            ["--plugin", "no_such_plugin_mod", "plugins", "list"],
+            'error: plugin "no_such_plugin_mod": Error importing plugin',
+        ),
     ],
 )
 def test_errors_are_one_line(
@@ -111,4 +121,16 @@ def test_errors_are_one_line(
 
 def test_debug_shows_the_traceback(scripted_plugin: str) -> None:
     with pytest.raises(Exception, match="unknown graph 'nope'"):
-        main(["--debug", "--plugin", scripted_plugin, "run", "q", "--graph", "nope", "--runtime", "m=scripted:script.json"])
+        main(
+            [
+                "--debug",
+                "--plugin",
+                scripted_plugin,
+                "run",
+                "q",
+                "--graph",
+                "nope",
+                "--runtime",
+                "m=scripted:script.json",
+            ]
+        )

@@ -64,7 +64,9 @@ async def test_changes_the_chosen_candidate(on_path: None) -> None:
     assert brief.graph["r.1"].score > brief.graph["r.0"].score  # type: ignore[operator]
 
 
-async def test_not_loaded_when_autoload_is_off(on_path: None, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_not_loaded_when_autoload_is_off(
+    on_path: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ORCHESTRATOR_DISABLE_PLUGIN_AUTOLOAD", "1")
     orch = Orchestrator(runtime())
     assert "brevity" not in orch.registry.names("scorer")

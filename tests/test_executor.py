@@ -29,9 +29,7 @@ from .conftest import QUESTION, graph_plugin
 
 def comparable(result: RunResult) -> list[dict[str, Any]]:
     """The run graph without wall-clock timings."""
-    return [
-        n.model_dump(mode="json", exclude={"started_at", "ended_at"}) for n in result.graph
-    ]
+    return [n.model_dump(mode="json", exclude={"started_at", "ended_at"}) for n in result.graph]
 
 
 async def test_best_of_n_search_on_scripted_runtime(arithmetic_runtime: ScriptedRuntime) -> None:
@@ -52,7 +50,9 @@ async def test_best_of_n_search_on_scripted_runtime(arithmetic_runtime: Scripted
 
 async def test_same_seed_same_run_graph() -> None:
     def runtime() -> ScriptedRuntime:
-        return ScriptedRuntime({"default": {"outputs": ["a", "b", "c", "#### 1", "#### 2"], "pick": "seed"}})
+        return ScriptedRuntime(
+            {"default": {"outputs": ["a", "b", "c", "#### 1", "#### 2"], "pick": "seed"}}
+        )
 
     results = []
     for _ in range(2):
@@ -63,9 +63,13 @@ async def test_same_seed_same_run_graph() -> None:
     assert comparable(other) != comparable(results[0])
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(n=st.integers(1, 12), limit=st.integers(1, 120), concurrency=st.integers(1, 8))
-def test_token_budget_never_exceeded_and_every_node_final(n: int, limit: int, concurrency: int) -> None:
+def test_token_budget_never_exceeded_and_every_node_final(
+    n: int, limit: int, concurrency: int
+) -> None:
     runtime = ScriptedRuntime({"default": {"outputs": ["x" * 30 + " #### 3"], "token_delay": 0.0}})
 
     async def go() -> RunResult:
@@ -85,7 +89,9 @@ def test_token_budget_never_exceeded_and_every_node_final(n: int, limit: int, co
 
 
 async def test_wall_clock_deadline_keeps_partial_output() -> None:
-    runtime = ScriptedRuntime({"default": {"outputs": ["abcdefghijklmnopqrstuvwxyz"], "token_delay": 0.05}})
+    runtime = ScriptedRuntime(
+        {"default": {"outputs": ["abcdefghijklmnopqrstuvwxyz"], "token_delay": 0.05}}
+    )
     orch = Orchestrator(runtime)
     result = await orch.run("q", strategy_options={"n": 2}, budget={"max_wall_seconds": 0.3})
     assert result.stop_reason == "budget"
@@ -102,18 +108,32 @@ async def test_wall_clock_deadline_keeps_partial_output() -> None:
 
 async def test_failing_branch_is_isolated() -> None:
     runtime = ScriptedRuntime(
-        {"default": {"outputs": [{"raise_error": "worker crashed", "raise_as": "RuntimeUnavailable"}, "#### 5"]}}
+        {
+            "default": {
+                "outputs": [
+                    {"raise_error": "worker crashed", "raise_as": "RuntimeUnavailable"},
+                    "#### 5",
+                ]
+            }
+        }
     )
     result = await Orchestrator(runtime).run("q", strategy_options={"n": 3}, max_concurrency=1)
     statuses = {n.id: n.status for n in result.graph}
-    assert statuses == {"r": NodeStatus.DONE, "r.0": NodeStatus.FAILED, "r.1": NodeStatus.DONE, "r.2": NodeStatus.DONE}
+    assert statuses == {
+        "r": NodeStatus.DONE,
+        "r.0": NodeStatus.FAILED,
+        "r.1": NodeStatus.DONE,
+        "r.2": NodeStatus.DONE,
+    }
     assert result.graph["r.0"].error == "RuntimeUnavailable: runtime 'scripted': worker crashed"
     assert result.answer == "5"
     assert result.stop_reason == "done"
 
 
 async def test_fail_fast_ends_the_run_and_returns_the_graph() -> None:
-    runtime = ScriptedRuntime({"default": {"outputs": [{"raise_error": "worker crashed"}, "#### 5"]}})
+    runtime = ScriptedRuntime(
+        {"default": {"outputs": [{"raise_error": "worker crashed"}, "#### 5"]}}
+    )
     result = await Orchestrator(runtime).run(
         "q", strategy_options={"n": 3}, max_concurrency=1, on_error="fail_fast"
     )
@@ -124,7 +144,9 @@ async def test_fail_fast_ends_the_run_and_returns_the_graph() -> None:
 
 
 async def test_cancelled_run_returns_its_partial_graph() -> None:
-    runtime = ScriptedRuntime({"default": {"outputs": ["#### 1", "slow answer"], "token_delay": 0.0}})
+    runtime = ScriptedRuntime(
+        {"default": {"outputs": ["#### 1", "slow answer"], "token_delay": 0.0}}
+    )
     runtime_slow = ScriptedRuntime({"default": {"outputs": ["x" * 100], "token_delay": 0.02}})
     started = anyio.Event()
 
@@ -153,7 +175,10 @@ async def test_cancelled_run_returns_its_partial_graph() -> None:
 
 async def test_cancel_subtree_cancels_only_its_calls() -> None:
     runtime = ScriptedRuntime(
-        {"rules": [{"contains": "slow", "outputs": ["z" * 200], "token_delay": 0.01}], "default": {"outputs": ["done"]}}
+        {
+            "rules": [{"contains": "slow", "outputs": ["z" * 200], "token_delay": 0.01}],
+            "default": {"outputs": ["done"]},
+        }
     )
 
     async def driver(ctx: RunContext) -> str | None:
@@ -163,7 +188,10 @@ async def test_cancel_subtree_cancels_only_its_calls() -> None:
 
         async def grow(node: Any, prompt: str) -> None:
             async with ctx.running(node):
-                await ctx.generate(node, GenerateRequest(prompt=prompt, sampling=SamplingParams(max_new_tokens=300)))
+                await ctx.generate(
+                    node,
+                    GenerateRequest(prompt=prompt, sampling=SamplingParams(max_new_tokens=300)),
+                )
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(grow, a_child, "slow")
@@ -184,7 +212,9 @@ async def test_cancel_subtree_cancels_only_its_calls() -> None:
 
 async def test_no_task_outlives_its_run(arithmetic_runtime: ScriptedRuntime) -> None:
     before = len(asyncio.all_tasks())
-    await Orchestrator(arithmetic_runtime).run(QUESTION, strategy_options={"n": 4}, budget={"max_wall_seconds": 5})
+    await Orchestrator(arithmetic_runtime).run(
+        QUESTION, strategy_options={"n": 4}, budget={"max_wall_seconds": 5}
+    )
     assert len(asyncio.all_tasks()) == before
 
 
@@ -247,11 +277,15 @@ async def test_config_errors_are_raised_before_running(arithmetic_runtime: Scrip
     orch = Orchestrator(arithmetic_runtime)
     with pytest.raises(UnknownComponentError, match=r"unknown graph 'nope' \(registered: .*search"):
         await orch.run("q", graph="nope")
-    with pytest.raises(ConfigError, match=r"^strategy\.n: Input should be greater than or equal to 1$"):
+    with pytest.raises(
+        ConfigError, match=r"^strategy\.n: Input should be greater than or equal to 1$"
+    ):
         await orch.run("q", strategy_options={"n": 0})
     with pytest.raises(ConfigError, match=r"^runtime: no runtime named 'gpu' \(have: default\)$"):
         await orch.run("q", RunConfig(runtime="gpu"))
-    with pytest.raises(ConfigError, match=r"^router: options given, but graph 'search' uses no router$"):
+    with pytest.raises(
+        ConfigError, match=r"^router: options given, but graph 'search' uses no router$"
+    ):
         await orch.run("q", router_options={"x": 1})
     assert arithmetic_runtime.calls == []
 

@@ -11,7 +11,6 @@ from orchestrator import (
     NodeStatus,
     RunGraph,
     SearchAttrs,
-    ThreadAttrs,
     Usage,
 )
 
@@ -49,7 +48,9 @@ def test_second_root_gets_its_own_id(graph: RunGraph) -> None:
 
 def test_attrs_must_match_the_registered_kind(graph: RunGraph) -> None:
     root = graph.add("question")
-    with pytest.raises(TypeError, match="node kind 'thread' takes ThreadAttrs attributes, got SearchAttrs"):
+    with pytest.raises(
+        TypeError, match="node kind 'thread' takes ThreadAttrs attributes, got SearchAttrs"
+    ):
         graph.add("thread", (root.id,), SearchAttrs())
 
 

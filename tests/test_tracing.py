@@ -50,7 +50,9 @@ async def test_search_run_spans(
     assert run.attributes["orchestrator.run.stop_reason"] == "done"
     calls = spans["text_completion scripted"]
     assert len(calls) == 2
-    node_spans = {s.attributes["orchestrator.node.id"]: s for s in spans["orchestrator.node search"]}
+    node_spans = {
+        s.attributes["orchestrator.node.id"]: s for s in spans["orchestrator.node search"]
+    }
     for call in calls:
         attrs = call.attributes
         node = result.graph[str(attrs["orchestrator.node.id"])]
@@ -72,14 +74,18 @@ async def test_search_run_spans(
         assert span.attributes["orchestrator.node.status"] == "done", node_id
 
 
-async def test_join_links_to_all_parents(provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+async def test_join_links_to_all_parents(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
     runtime = ScriptedRuntime({"default": {"outputs": ["x"]}})
 
     async def driver(ctx: RunContext) -> str | None:
         paths = [ctx.add_node("path", [ctx.root]) for _ in range(3)]
         for path in paths:
             async with ctx.running(path):
-                await ctx.generate(path, GenerateRequest(prompt="p", sampling=SamplingParams(max_new_tokens=4)))
+                await ctx.generate(
+                    path, GenerateRequest(prompt="p", sampling=SamplingParams(max_new_tokens=4))
+                )
         summary = ctx.add_node("summary", paths)
         async with ctx.running(summary):
             pass
@@ -98,9 +104,9 @@ async def test_join_links_to_all_parents(provider: TracerProvider, exporter: InM
     assert summary.attributes["orchestrator.node.parent_ids"] == ("r.0", "r.1", "r.2")
 
 
-async def test_no_provider_means_no_spans(arithmetic_runtime: ScriptedRuntime, exporter: InMemorySpanExporter) -> None:
+async def test_no_provider_means_no_spans(
+    arithmetic_runtime: ScriptedRuntime, exporter: InMemorySpanExporter
+) -> None:
     orch = Orchestrator(arithmetic_runtime)
     await orch.run(QUESTION, strategy_options={"n": 1})
     assert exporter.get_finished_spans() == ()
-
-

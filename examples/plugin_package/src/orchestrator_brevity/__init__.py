@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.plugins.scorers.answers import extract_answer
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator import ComponentSpec, ScoreBatch, hookimpl
-from orchestrator.plugins.scorers.answers import extract_answer
 
 
 class BrevityConfig(BaseModel):
