@@ -80,7 +80,9 @@ The scripted text, followed by an EOS token (the model "ends"), is decoded like 
   token too, so ``"abc"`` with ``max_new_tokens=3`` finishes with ``"length"``.
 - The first ``stop_token_ids`` or EOS token, or the first completed ``stop`` string (earliest
   completing token, then earliest start; a tie with a stop token goes to the token), ends it
-  with ``"stop"`` and ``matched_stop`` set; ``include_stop`` keeps the stop in text and ids.
+  with ``"stop"`` and ``matched_stop`` set; ``include_stop`` keeps a stop string or a
+  ``stop_token_ids`` token in text and ids. An EOS that is not in ``stop_token_ids`` is never
+  kept, so text and ids always agree and the EOS never leaks into the answer.
 - ``ignore_eos``: EOS no longer stops, and past the script the model repeats EOS until
   ``max_new_tokens``.
 - ``Usage.generated_tokens`` counts every token produced, including a stop that is trimmed.
@@ -764,7 +766,10 @@ class ScriptedRuntime:
         if hit is not None:
             kept, text, num_produced, matched = hit
         elif stop_at is not None:
-            kept = produced[: stop_at + 1] if sampling.include_stop else produced[:stop_at]
+            # EOS is never kept (a real runtime hides it from the text); a requested stop
+            # token is kept with include_stop.
+            keep = sampling.include_stop and produced[stop_at] in sampling.stop_token_ids
+            kept = produced[: stop_at + 1] if keep else produced[:stop_at]
             text, num_produced, matched = self._detokenize(kept), stop_at + 1, produced[stop_at]
         else:
             kept, text, num_produced, matched = produced, self._detokenize(produced), limit, None

@@ -325,7 +325,10 @@ async def test_scripted_eos_stops_unless_ignored(rt: ScriptedRuntime) -> None:
     assert await gen(rt, "ends") == Completion(
         text="ab", token_ids=toks("ab"), finish_reason="stop", matched_stop=2
     )
-    assert (await gen(rt, "ends", include_stop=True)).token_ids == [*toks("ab"), 2]
+    # EOS is kept only when asked for as a stop token.
+    assert (await gen(rt, "ends", include_stop=True)).token_ids == toks("ab")
+    kept = await gen(rt, "ends", stop_token_ids=[2], include_stop=True)
+    assert (kept.text, kept.token_ids) == ("ab<|im_end|>", [*toks("ab"), 2])
     ignored = await gen(rt, "ends", ignore_eos=True, max_new_tokens=8)
     assert ignored == Completion(
         text="ab<|im_end|>cd<|im_end|><|im_end|><|im_end|>",
@@ -354,7 +357,15 @@ async def test_scripted_logprobs_entropy_and_top_logprobs() -> None:
         },
         default_logprob=-2.0,
     )
-    full = await gen(rt, "q", logprobs=True, top_logprobs=2, return_entropy=True, include_stop=True)
+    full = await gen(
+        rt,
+        "q",
+        logprobs=True,
+        top_logprobs=2,
+        return_entropy=True,
+        stop_token_ids=[2],
+        include_stop=True,
+    )
     n, y, o = ord("n") + 256, ord("y") + 256, ord("o") + 256
     assert full.logprobs == [-0.5, -0.25, -2.0]
     assert full.top_logprobs == [{n: -0.5, y: -1.0}, {o: -0.25}, {2: -2.0}]
