@@ -8,6 +8,7 @@ reservation larger than what is left is clamped to what is left; with nothing le
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,6 +46,19 @@ class BudgetUsage(BaseModel):
     wall_seconds: float = 0.0
 
 
+@dataclasses.dataclass(slots=True)
+class _Counters:
+    """The live counters (a slotted dataclass: updated per node, on the hot path)."""
+
+    generated_tokens: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    runtime_calls: int = 0
+    scorer_calls: int = 0
+    nodes: int = 0
+    max_depth: int = 0
+
+
 class Budget:
     """Counters checked before every runtime call, scorer call and node creation.
 
@@ -54,7 +68,7 @@ class Budget:
 
     def __init__(self, limits: BudgetLimits | None = None) -> None:
         self.limits = limits or BudgetLimits()
-        self.usage = BudgetUsage()
+        self.usage = _Counters()
         self._reserved_tokens = 0
         self._started = time.monotonic()
 
@@ -129,6 +143,4 @@ class Budget:
             self.usage.max_depth = depth
 
     def snapshot(self) -> BudgetUsage:
-        usage = self.usage.model_copy()
-        usage.wall_seconds = self.elapsed
-        return usage
+        return BudgetUsage(**dataclasses.asdict(self.usage), wall_seconds=self.elapsed)
