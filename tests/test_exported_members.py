@@ -8,7 +8,7 @@ import orchestrator
 def test_all_is_complete_without_duplicates() -> None:
     assert len(orchestrator.__all__) == len(set(orchestrator.__all__))
     public = {n for n in dir(orchestrator) if not n.startswith("_")}
-    submodules = {"hookspecs", "testing"}
+    submodules = {"hookspecs", "testing", "plugins", "graphs", "runtimes"}
     assert public - submodules - {"annotations"} == set(orchestrator.__all__)
 
 
