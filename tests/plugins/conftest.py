@@ -28,3 +28,15 @@ def grow(
     node = ctx.add_node("search", [parent], SearchAttrs(finished=finished), text=text)
     node.score = score
     return node
+
+
+DOUBLING = "Tom has 3 apples and buys 4 more, then doubles them. How many apples does he have?"
+
+
+def tree(result: Any) -> dict[str, tuple[str, float | None, bool, str | None]]:
+    """Every search node of a run: ``id -> (text, score, finished, answer)``."""
+    return {
+        n.id: (n.text, n.score, n.attrs.finished, n.attrs.answer)
+        for n in result.graph
+        if n.kind == "search"
+    }
