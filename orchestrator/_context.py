@@ -175,7 +175,11 @@ class RunContext:
 
         :raises BudgetExhausted: if the node or depth limit is reached.
         """
-        parent_ids = tuple(p if isinstance(p, str) else p.id for p in parents)
+        if len(parents) == 1:  # the common case, kept cheap: this runs once per node
+            only = parents[0]
+            parent_ids: tuple[str, ...] = (only if isinstance(only, str) else only.id,)
+        else:
+            parent_ids = tuple(p if isinstance(p, str) else p.id for p in parents)
         depth = self.graph.depth_below(parent_ids)
         self.budget.charge_node(depth)
         return self.graph.add(kind, parent_ids, attrs, depth=depth, **fields)
@@ -271,6 +275,9 @@ class RunContext:
                     span.end()
                 raise
             generated = max(len(completion.token_ids), len(handle.token_ids) - before)
+            stop = completion.matched_stop
+            if isinstance(stop, int) and completion.token_ids[-1:] != [stop]:
+                generated += 1  # a stop token (EOS) the completion trimmed was generated too
             self._settle(granted, generated)
             node.usage = node.usage + Usage(generated_tokens=generated)
             if granted < wanted and completion.finish_reason == "length":
@@ -465,7 +472,8 @@ class _NodeScope:
         ctx._scopes[node.id] = self._scope
         node.status = NodeStatus.RUNNING
         node.started_at = ctx.budget.elapsed
-        ctx.tracer.start_node(node)
+        if ctx.tracer.enabled:
+            ctx.tracer.start_node(node)
         if ctx._node_start is not None:
             ctx._node_start(ctx=ctx, node=node)
         return node
@@ -493,7 +501,8 @@ class _NodeScope:
             node.status = NodeStatus.CANCELLED
         node.ended_at = ctx.budget.elapsed
         del ctx._scopes[node.id]
-        ctx.tracer.end_node(node)
+        if ctx.tracer.enabled:
+            ctx.tracer.end_node(node)
         if ctx._node_end is not None:
             ctx._node_end(ctx=ctx, node=node)
         # The scope swallows the cancellation it caused itself (cancel_subtree).

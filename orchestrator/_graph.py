@@ -156,17 +156,15 @@ class RunGraph:
         node_id = self.next_child_id(parent_ids)
         key = parent_ids[0] if parent_ids else ""
         self._num_children[key] = self._num_children.get(key, 0) + 1
-        node = _new_node(
-            {
-                **_node_defaults(),
-                **fields,
-                "id": node_id,
-                "kind": kind,
-                "parent_ids": parent_ids,
-                "depth": depth,
-                "attrs": attrs,
-            }
-        )
+        values = _node_defaults()
+        if fields:
+            values.update(fields)
+        values["id"] = node_id
+        values["kind"] = kind
+        values["parent_ids"] = parent_ids
+        values["depth"] = depth
+        values["attrs"] = attrs
+        node = _new_node(values)
         self._insert(node)
         return node
 

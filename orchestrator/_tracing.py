@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from ._graph import Node
@@ -43,6 +44,8 @@ class RunTracer:
         self._tracer = provider.get_tracer(_SCOPE) if self.enabled else None
         self._run_span: Span | None = None
         self._node_spans: dict[str, Span] = {}
+        # A node's span as a parent context, made once per parent (most nodes are leaves).
+        self._parent_contexts: dict[str, Context] = {}
 
     def start_run(self, graph: str, attributes: Mapping[str, Any]) -> None:
         if self._tracer is None:
@@ -71,10 +74,12 @@ class RunTracer:
     def start_node(self, node: Node) -> None:
         if self._tracer is None:
             return
-        parents = [self._node_spans[p] for p in node.parent_ids if p in self._node_spans]
-        parent = parents[0] if parents else self._run_span
-        context = trace.set_span_in_context(parent) if parent is not None else None
-        links = [Link(p.get_span_context()) for p in parents[1:]] if len(parents) > 1 else None
+        spans = self._node_spans
+        parents = [p for p in node.parent_ids if p in spans]
+        context = self._parent_context(parents[0] if parents else None)
+        links = (
+            [Link(spans[p].get_span_context()) for p in parents[1:]] if len(parents) > 1 else None
+        )
         self._node_spans[node.id] = self._tracer.start_span(
             f"orchestrator.node {node.kind}",
             context=context,
@@ -88,6 +93,16 @@ class RunTracer:
                 "orchestrator.node.kind": node.kind,
             },
         )
+
+    def _parent_context(self, node_id: str | None) -> Context | None:
+        key = node_id or ""
+        context = self._parent_contexts.get(key)
+        if context is None:
+            span = self._node_spans[node_id] if node_id is not None else self._run_span
+            if span is None:
+                return None
+            context = self._parent_contexts[key] = trace.set_span_in_context(span)
+        return context
 
     def end_node(self, node: Node) -> None:
         span = self._node_spans.get(node.id)
