@@ -278,6 +278,9 @@ class RunContext:
             stop = completion.matched_stop
             if isinstance(stop, int) and completion.token_ids[-1:] != [stop]:
                 generated += 1  # a stop token (EOS) the completion trimmed was generated too
+            stop = completion.matched_stop
+            if isinstance(stop, int) and completion.token_ids[-1:] != [stop]:
+                generated += 1  # a stop token (EOS) the completion trimmed was generated too
             self._settle(granted, generated)
             node.usage = node.usage + Usage(generated_tokens=generated)
             if granted < wanted and completion.finish_reason == "length":
