@@ -15,6 +15,9 @@ Options (query parameters of the spec; every one optional, an unknown one is an 
 - ``deterministic`` (false): declare ``DETERMINISTIC_SAMPLING``; only true when the server
   runs with ``--enable-deterministic-inference`` (then ``sampling_seed`` fixes the tokens).
 - ``grammar`` (true): declare ``GRAMMAR`` (false when the server has ``--grammar-backend none``).
+- ``sampling_defaults``: ``explicit`` (default) sends temperature, top_p, top_k, min_p and
+  repetition_penalty in every request, so the model's ``generation_config.json`` (which
+  SGLang applies to omitted keys) cannot change them; ``server`` sends only non-defaults.
 - ``cost_per_token`` (1.0), ``abort_timeout_s`` (5).
 
 Example: ``--runtime big=sglang:http://gpu1:30000,http://gpu2:30000?tokenizer=/models/smol``.
@@ -54,6 +57,7 @@ class SGLangConfig(BaseModel):
     entropy_top_k: int = Field(20, ge=1)
     deterministic: bool = False
     grammar: bool = True
+    sampling_defaults: Literal["explicit", "server"] = "explicit"
     cost_per_token: float = Field(1.0, ge=0)
     abort_timeout_s: float = Field(5.0, gt=0)
 

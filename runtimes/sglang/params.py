@@ -8,8 +8,7 @@ mistyped key or a bad value with :class:`~orchestrator.RequestRejected` naming t
 before any request is sent.
 
 :func:`sampling_to_sglang` maps the core's :class:`~orchestrator.SamplingParams` to SGLang's
-keys. It sends ``max_new_tokens`` and ``temperature`` always and every other key only when it
-differs from SGLang's default, so bodies stay small and equal to the recorded ones.
+keys, stating the sampling knobs explicitly by default (see its ``explicit`` parameter).
 """
 
 from __future__ import annotations
@@ -23,6 +22,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from orchestrator import RequestRejected, SamplingParams
 
 __all__ = ["GENERATE_KEYS", "SGLangSampling", "sampling_to_sglang", "validate_generate_body"]
+
+#: SGLang's own defaults (``SamplingParams`` in ``sglang/srt/sampling/sampling_params.py``).
+_SGLANG_DEFAULTS: dict[str, Any] = {
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "top_k": -1,
+    "min_p": 0.0,
+    "repetition_penalty": 1.0,
+}
 
 #: Top-level ``/generate`` keys this client sends or lets callers send.
 GENERATE_KEYS = frozenset(
@@ -107,27 +115,34 @@ class SGLangSampling(BaseModel):
 
 
 def sampling_to_sglang(
-    params: SamplingParams, *, include_n: bool = True, seed: int | None = None
+    params: SamplingParams, *, explicit: bool = True, seed: int | None = None
 ) -> dict[str, Any]:
     """SGLang ``sampling_params`` for the core's sampling parameters.
 
     ``logprobs``, ``top_logprobs`` and ``return_entropy`` are request-level in SGLang; the
-    caller adds them to the body. ``include_stop`` becomes ``no_stop_trim``.
+    caller adds them to the body. ``include_stop`` becomes ``no_stop_trim``; ``n`` is sent
+    as is (SGLang then prefills the prompt once and forks it).
 
-    :param include_n: send ``n`` (SGLang then prefills the prompt once and forks it).
-    :param seed: overrides ``params.seed`` (used for derived per-child seeds).
+    :param explicit: send ``temperature``, ``top_p``, ``top_k``, ``min_p`` and
+        ``repetition_penalty`` even at their defaults. Under 0.5.17's default
+        ``--sampling-defaults model``, an omitted key takes the value of the model's
+        ``generation_config.json``, which may differ from ours. False sends them only when
+        they differ from SGLang's built-in defaults (smaller bodies; the form of the
+        recorded requests, made on a model without a generation config).
+    :param seed: overrides ``params.seed``.
     """
-    out: dict[str, Any] = {
-        "max_new_tokens": params.max_new_tokens,
+    out: dict[str, Any] = {"max_new_tokens": params.max_new_tokens}
+    tuning: dict[str, Any] = {
         "temperature": params.temperature,
+        "top_p": params.top_p,
+        "top_k": params.top_k,
+        "min_p": params.min_p,
+        "repetition_penalty": 1.0,
     }
-    if params.top_p != 1.0:
-        out["top_p"] = params.top_p
-    if params.top_k != -1:
-        out["top_k"] = params.top_k
-    if params.min_p != 0.0:
-        out["min_p"] = params.min_p
-    if include_n and params.n != 1:
+    for key, value in tuning.items():
+        if explicit or value != _SGLANG_DEFAULTS[key]:
+            out[key] = value
+    if params.n != 1:
         out["n"] = params.n
     seed = params.seed if seed is None else seed
     if seed is not None:

@@ -249,15 +249,18 @@ class ReplayServer:
     async def _handle(self, stream: SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
         async with stream:
-            while True:
-                request = await self._read(conn, stream)
-                if request is None:
-                    return
-                method, path, body = request
-                await self._answer(conn, stream, method, path, body)
-                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                    return
-                conn.start_next_cycle()
+            try:
+                while True:
+                    request = await self._read(conn, stream)
+                    if request is None:
+                        return
+                    method, path, body = request
+                    await self._answer(conn, stream, method, path, body)
+                    if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                        return
+                    conn.start_next_cycle()
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return  # the client went away (closed a stream, or was cancelled)
 
     async def _read(
         self, conn: h11.Connection, stream: SocketStream

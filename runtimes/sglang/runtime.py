@@ -218,7 +218,9 @@ class SGLangRuntime:
         sampling = request.sampling
         body: dict[str, Any] = {
             "input_ids": ids,
-            "sampling_params": sampling_to_sglang(sampling),
+            "sampling_params": sampling_to_sglang(
+                sampling, explicit=self.config.sampling_defaults == "explicit"
+            ),
         }
         num_top = max(
             sampling.top_logprobs,

@@ -10,6 +10,9 @@ from orchestrator.runtimes.sglang.client import RetryPolicy, SGLangClient
 from orchestrator.runtimes.sglang.launcher import free_port
 from orchestrator.runtimes.sglang.replay import Recording, ReplayServer
 
+
+# Marked here, not only by the root conftest's hook: anyio must see the mark at collection
+# time for parametrized tests with async fixtures.
 pytestmark = pytest.mark.anyio
 
 FAST = RetryPolicy(max_attempts=4, backoff_s=0.001, max_backoff_s=0.001)
