@@ -300,6 +300,12 @@ class SequenceHandle(Protocol):
         compacted positions (``Capability.KV_RANGE_DROP``)."""
         ...
 
+    async def relink(self, segments: Sequence[SegmentSpec]) -> None:
+        """Views only (``Capability.SHARED_SEGMENTS``): replace the segments this view reads
+        before its own tokens. Its own tokens and their KV stay as they are; no KV is copied
+        or recomputed, so views can come to read each other (Hogwild! workers)."""
+        ...
+
     async def release(self) -> None:
         """Give back every KV block this handle holds. Idempotent."""
         ...
@@ -308,7 +314,8 @@ class SequenceHandle(Protocol):
 class SegmentSpec(BaseModel):
     """One piece of a :meth:`Runtime.view`: tokens ``[start, end)`` of ``handle`` placed at
     position ``position_offset`` of the view (``end=None``: up to the handle's current end,
-    growing as the handle grows)."""
+    growing as the handle grows). When ``handle`` is itself a view, the range indexes its
+    *own* tokens (those extended or generated on it), not the segments it reads."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 

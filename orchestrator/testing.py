@@ -101,7 +101,9 @@ Sequences
 rules against the handle's whole text so far and appends the completion's tokens; ``extend``,
 ``fork``, ``drop_range`` and ``release`` work on an in-memory token list. ``view`` builds a
 sequence out of other handles' token ranges (``end=None`` follows the source as it grows);
-``position_offset`` is kept but has no effect on text. A view can drop only its own tokens.
+``position_offset`` is kept but has no effect on text. A segment over a view reads the view's
+own tokens (those extended or generated on it); ``relink`` replaces a view's segments. A view can
+drop only its own tokens.
 Everything is counted in :attr:`ScriptedRuntime.stats` and every prompt-bearing call is
 recorded in :attr:`ScriptedRuntime.calls`.
 """
@@ -292,6 +294,7 @@ class ScriptedStats:
     num_drops: int = 0
     num_reencoded_tokens: int = 0  #: tokens after each dropped range
     num_views: int = 0
+    num_relinks: int = 0  #: ``relink`` calls on views
     num_aborts: int = 0  #: calls cancelled or streams closed before their end
     num_errors: int = 0  #: scripted faults raised
 
@@ -631,6 +634,12 @@ class ScriptedRuntime:
         """
         self._check_open()
         self._require(Capability.SHARED_SEGMENTS)
+        self._check_segments(segments)
+        await checkpoint()
+        self.stats.num_views += 1
+        return ScriptedSequence(self, [], tuple(segments), is_view=True)
+
+    def _check_segments(self, segments: Sequence[SegmentSpec]) -> None:
         for i, segment in enumerate(segments):
             handle = segment.handle
             if not isinstance(handle, ScriptedSequence) or handle._runtime is not self:
@@ -639,7 +648,7 @@ class ScriptedRuntime:
                 )
             if handle.released:
                 raise RequestRejected(f"segment {i}: the handle was released", runtime=self.model)
-            size = len(handle.token_ids)
+            size = len(handle._own)
             end = size if segment.end is None else segment.end
             if not 0 <= segment.start <= end <= size:
                 raise RequestRejected(
@@ -647,9 +656,6 @@ class ScriptedRuntime:
                     f"the handle's {size} tokens",
                     runtime=self.model,
                 )
-        await checkpoint()
-        self.stats.num_views += 1
-        return ScriptedSequence(self, [], tuple(segments))
 
     # -- answering -----------------------------------------------------------------------
 
@@ -1101,10 +1107,13 @@ class ScriptedSequence:
         runtime: ScriptedRuntime,
         token_ids: list[int],
         segments: tuple[SegmentSpec, ...] = (),
+        *,
+        is_view: bool = False,
     ) -> None:
         self._runtime = runtime
         self._own = token_ids
         self.segments = segments
+        self.is_view = is_view or bool(segments)
         self.released = False
         runtime._opened(self)
 
@@ -1112,7 +1121,7 @@ class ScriptedSequence:
     def token_ids(self) -> list[int]:
         ids: list[int] = []
         for segment in self.segments:
-            ids.extend(segment.handle.token_ids[segment.start : segment.end])
+            ids.extend(segment.handle._own[segment.start : segment.end])
         ids.extend(self._own)
         return ids
 
@@ -1178,6 +1187,19 @@ class ScriptedSequence:
         del self._own[start - base : end - base]
         rt.stats.num_drops += 1
         rt.stats.num_reencoded_tokens += total - end
+
+    async def relink(self, segments: Sequence[SegmentSpec]) -> None:
+        """Replace this view's segments; its own tokens stay (counted in ``num_relinks``).
+
+        :raises RequestRejected: if this handle is not a view, or a segment is invalid.
+        """
+        rt = self._usable(Capability.SHARED_SEGMENTS)
+        if not self.is_view:
+            raise RequestRejected("relink needs a view (a handle made by view())", runtime=rt.model)
+        rt._check_segments(segments)
+        await checkpoint()
+        self.segments = tuple(segments)
+        rt.stats.num_relinks += 1
 
     async def release(self) -> None:
         """Idempotent, and no cancellation point: it runs in shielded cleanup."""

@@ -780,6 +780,26 @@ async def test_view_validates_segments(seq_rt: ScriptedRuntime) -> None:
         await seq_rt.view([SegmentSpec(handle=a)])
 
 
+async def test_views_read_each_others_own_tokens_after_relink(seq_rt: ScriptedRuntime) -> None:
+    # Hogwild! workers: each view reads the other's own tokens, not its segments (issue 5).
+    common = await seq_rt.open_sequence("Q:")
+    a = await seq_rt.view([SegmentSpec(handle=common)])
+    b = await seq_rt.view([SegmentSpec(handle=common), SegmentSpec(handle=a)])
+    await a.relink([SegmentSpec(handle=common), SegmentSpec(handle=b)])
+    await a.extend(toks("a"))
+    await b.extend(toks("b"))
+    assert a.token_ids == toks("Q:ba")
+    assert b.token_ids == toks("Q:ab")
+    assert (seq_rt.stats.num_views, seq_rt.stats.num_relinks) == (2, 1)
+    with pytest.raises(RequestRejected, match=re.escape("relink needs a view")):
+        await common.relink([])
+    with pytest.raises(
+        RequestRejected,
+        match=re.escape("segment 0: tokens [0, 2) lie outside the handle's 1 tokens"),
+    ):
+        await a.relink([SegmentSpec(handle=b, end=2)])
+
+
 async def test_aclose_releases_every_handle_and_refuses_later_calls(
     seq_rt: ScriptedRuntime,
 ) -> None:
