@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from types import TracebackType
 from typing import Any, NamedTuple, Self
 
@@ -122,8 +123,9 @@ class SGLangClient:
         response = await self._send("POST", "/generate", body, stream=True)
         try:
             lines = response.aiter_lines()
-            async for chunk in iter_sse_chunks(lines, runtime=self.name, body=body):
-                yield chunk
+            async with aclosing(iter_sse_chunks(lines, runtime=self.name, body=body)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         except httpx.HTTPError as exc:
             raise self._translate(exc, "POST", "/generate", body) from exc
         finally:

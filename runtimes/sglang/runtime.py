@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -139,8 +140,10 @@ class SGLangRuntime:
         completion and usage. Closing the iterator early aborts the request."""
         job = self._job(request)
         assembler = StreamAssembler(request.sampling, self._decode)
-        async for chunk, _backend in self.dispatcher.stream(job):
-            yield assembler.feed(chunk)
+        # aclosing: closing this generator must close the dispatcher's now, which aborts.
+        async with aclosing(self.dispatcher.stream(job)) as chunks:
+            async for chunk, _backend in chunks:
+                yield assembler.feed(chunk)
 
     async def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         """Teacher-forced logprobs of each continuation, from SGLang's prompt logprobs.
