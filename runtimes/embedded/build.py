@@ -38,6 +38,7 @@ class Components:
     tokenizer: ChatTokenizer
     engine: Engine
     max_context: int
+    directory: Path
 
 
 def _backend(name: str | BackendFactory) -> BackendFactory:
@@ -116,5 +117,6 @@ def build(
         tokenizer=ChatTokenizer(checkpoint.directory),
         engine=Engine(runner, blocks, scheduler),
         max_context=max_context,
+        directory=checkpoint.directory,
     )
     return components, name or directory.name

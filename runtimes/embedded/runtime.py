@@ -92,6 +92,8 @@ class EmbeddedRuntime:
         self.engine = components.engine
         self.tokenizer = components.tokenizer
         self.max_context = components.max_context
+        #: The HF directory the weights came from (for a GGUF: its dequantized cache entry).
+        self.model_directory = components.directory
         config = components.model_config
         # Relative cost: GFLOPs of one forward token (2 per parameter touched).
         per_layer = config.hidden_size * (
