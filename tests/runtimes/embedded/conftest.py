@@ -15,7 +15,6 @@ from typing import Any
 
 import anyio
 import pytest
-
 from orchestrator.runtimes.embedded import EmbeddedRuntime, tiny_random_model
 
 #: Small blocks exercise partial blocks, copies and multi-block prefixes with short prompts.

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from orchestrator.runtimes.embedded import EmbeddedRuntime, tiny_random_model
 from transformers import AutoModelForCausalLM, GenerationConfig
 
 from orchestrator import GenerateRequest, SamplingParams, ScoreRequest
-from orchestrator.runtimes.embedded import EmbeddedRuntime, tiny_random_model
 
 pytestmark = pytest.mark.anyio
 
