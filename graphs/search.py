@@ -55,6 +55,14 @@ class SearchConfig(BaseModel):
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
     #: ``chat``: the question is a user turn (ChatML); ``text``: raw completion.
     prompt_style: Literal["chat", "text"] = "chat"
+    #: ``token_ids``: a child's prompt is the rendered question plus the path's exact tokens
+    #: (every runtime a router may pick must share the tokenizer); ``text``: the path goes as
+    #: text after the question, re-tokenized by whichever runtime writes the child (runtimes
+    #: with different tokenizers, e.g. a GlimpRouter pair).
+    context: Literal["token_ids", "text"] = "token_ids"
+    #: Text forced at the start of every solution, after the template (e.g. a Dualformer
+    #: mode token such as ``plan``); part of the prompt, not of the path.
+    assistant_prefix: str = ""
     default_strategy: str = "best_of_n"
     default_scorer: str = "answer_match"
 
@@ -126,9 +134,11 @@ class SearchGraph:
                 stop=(config.step_delimiter,) if step else (),
                 include_stop=True,
             )
-            request = GenerateRequest(
-                prompt=Prompt(token_ids=tuple(base + path_ids)), sampling=sampling
-            )
+            if config.context == "text":
+                prompt = self._question_prompt(ctx, "".join(n.text for n in path))
+            else:
+                prompt = Prompt(token_ids=tuple(base + path_ids))
+            request = GenerateRequest(prompt=prompt, sampling=sampling)
             result = await ctx.generate(child, request)
             completion = result.completions[0]
             text = "".join(n.text for n in path) + child.text
@@ -146,17 +156,18 @@ class SearchGraph:
         name = ctx.default_runtime
         if name not in self._base_ids:
             runtime = ctx.runtime(name)
-            if self.config.prompt_style == "chat":
-                messages = [ChatMessage(role="user", content=ctx.question)]
-                if self.config.system_prompt:
-                    messages.insert(
-                        0, ChatMessage(role="system", content=self.config.system_prompt)
-                    )
-                prompt = Prompt(messages=tuple(messages))
-            else:
-                prompt = Prompt(text=ctx.question)
-            self._base_ids[name] = await runtime.render(prompt)
+            self._base_ids[name] = await runtime.render(self._question_prompt(ctx))
         return self._base_ids[name]
+
+    def _question_prompt(self, ctx: RunContext, path_text: str = "") -> Prompt:
+        """The question (with the system prompt), then the assistant prefix and ``path_text``."""
+        prefix = self.config.assistant_prefix + path_text
+        if self.config.prompt_style == "text":
+            return Prompt(text=ctx.question, assistant_prefix=prefix)
+        messages = [ChatMessage(role="user", content=ctx.question)]
+        if self.config.system_prompt:
+            messages.insert(0, ChatMessage(role="system", content=self.config.system_prompt))
+        return Prompt(messages=tuple(messages), assistant_prefix=prefix)
 
     async def _score(self, ctx: RunContext, children: list[Node]) -> None:
         if not children:

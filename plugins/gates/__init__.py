@@ -1,0 +1,1 @@
+"""Escalation gates for the fast/slow ``cascade`` graph (confidence, disagreement, judge)."""

@@ -1,0 +1,1 @@
+"""Routers: which runtime writes each generation (GlimpRouter, budget-aware)."""
