@@ -81,7 +81,7 @@ class BlockManager:
             block_id = self._free.popleft()
         else:
             block_id, _ = self._lru.popitem(last=False)
-            self._unlink(self.blocks[block_id].node)
+            self._unlink(self.blocks[block_id].node, reuse=block_id)
             self._num_evictions += 1
         block = self.blocks[block_id]
         assert block.ref_count == 0 and block.node is None
@@ -151,8 +151,9 @@ class BlockManager:
         block = self.blocks[block_id]
         block.computed, block.producer = True, None
 
-    def _unlink(self, node: _Node | None) -> None:
-        """Remove ``node``'s subtree from the index; unreferenced blocks in it become free."""
+    def _unlink(self, node: _Node | None, reuse: int | None = None) -> None:
+        """Remove ``node``'s subtree from the index; its blocks (unreferenced, as every table
+        holding a block also holds its ancestors) become free, except ``reuse``."""
         assert node is not None
         if node.parent is not None:
             del node.parent.children[node.key]
@@ -164,4 +165,5 @@ class BlockManager:
             assert block.ref_count == 0, "an indexed block outlived its ancestor"
             block.node = None
             self._lru.pop(current.block_id, None)
-            self._free.append(current.block_id)
+            if current.block_id != reuse:
+                self._free.append(current.block_id)
