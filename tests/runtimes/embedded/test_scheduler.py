@@ -91,7 +91,7 @@ def test_a_waiter_computes_the_prefix_when_its_producer_goes_away() -> None:
 
 def test_the_youngest_request_is_preempted_and_resumes_first() -> None:
     sim = Sim(num_blocks=6, max_num_seqs=2)
-    old = sim.add(list(range(100, 108)), new_tokens=6)
+    old = sim.add(list(range(100, 108)), new_tokens=8)
     young = sim.add(list(range(200, 207)), new_tokens=6)
     sim.step()
     steps = 1
