@@ -1,0 +1,1 @@
+"""Memory plugins: what a generation's context holds, and how a live sequence is trimmed."""
