@@ -63,6 +63,9 @@ class SearchConfig(BaseModel):
     #: Text forced at the start of every solution, after the template (e.g. a Dualformer
     #: mode token such as ``plan``); part of the prompt, not of the path.
     assistant_prefix: str = ""
+    #: Request token logprobs and keep their sum on each node as ``scores["logprob"]`` (for
+    #: confidence gates, e.g. the ``cascade`` graph's ``confidence`` gate).
+    record_logprobs: bool = False
     default_strategy: str = "best_of_n"
     default_scorer: str = "answer_match"
 
@@ -133,6 +136,7 @@ class SearchGraph:
                 seed=ctx.seed_for(child.id),
                 stop=(config.step_delimiter,) if step else (),
                 include_stop=True,
+                logprobs=config.record_logprobs,
             )
             if config.context == "text":
                 prompt = self._question_prompt(ctx, "".join(n.text for n in path))
@@ -142,6 +146,8 @@ class SearchGraph:
             result = await ctx.generate(child, request)
             completion = result.completions[0]
             text = "".join(n.text for n in path) + child.text
+            if completion.logprobs is not None:
+                child.scores["logprob"] = sum(completion.logprobs)
             attrs = child.attrs
             assert attrs is not None
             eos = (

@@ -9,8 +9,9 @@ scope, so no task outlives its run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -143,6 +144,21 @@ class RunContext:
         spec = self.plugins.registry.get(category, name)
         config = validate_options(spec.config_model, options or {}, f"{category}:{name}")
         return spec.factory(config)
+
+    @contextlib.contextmanager
+    def stage(self, config: RunConfig) -> Iterator[None]:
+        """Within the block, the run's config is ``config`` and its components are built
+        afresh from it; both are restored after. The graph, budget, runtimes and answer are
+        the run's. For a graph that runs other graphs as stages (the ``cascade`` graph's fast
+        and slow tiers), each with its own strategy, scorer, router and memory. Stages run one
+        at a time: a task running concurrently outside the block would see the stage's config.
+        """
+        saved = self.config, self._components
+        self.config, self._components = config, {}
+        try:
+            yield
+        finally:
+            self.config, self._components = saved
 
     def seed_for(self, node_id: str, index: int = 0) -> int:
         """A per-request seed derived from the run seed, the node and the sample index, so

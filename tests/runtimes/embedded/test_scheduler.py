@@ -14,7 +14,9 @@ from orchestrator.runtimes.embedded.sequence import SeqStatus, Sequence
 class Sim:
     def __init__(self, num_blocks: int = 64, max_num_seqs: int = 2, budget: int = 64) -> None:
         self.blocks = BlockManager(num_blocks, block_size=4)
-        self.scheduler = Scheduler(self.blocks, max_num_seqs=max_num_seqs, max_num_batched_tokens=budget)
+        self.scheduler = Scheduler(
+            self.blocks, max_num_seqs=max_num_seqs, max_num_batched_tokens=budget
+        )
         self.next_id = 0
         self.left: dict[int, int] = {}
 
