@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from orchestrator.runtimes.embedded.block_manager import BlockManager, BlockStatistics
 
 

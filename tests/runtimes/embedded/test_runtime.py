@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from orchestrator.runtimes.embedded import EmbeddedRuntime
 from transformers import AutoModelForCausalLM
 
 from orchestrator import (
@@ -20,7 +21,6 @@ from orchestrator import (
     SupportsSegments,
     SupportsSequences,
 )
-from orchestrator.runtimes.embedded import EmbeddedRuntime
 
 pytestmark = pytest.mark.anyio
 
@@ -180,7 +180,7 @@ async def test_logprobs_top_logprobs_and_exact_entropy(
     for position, (token, top) in enumerate(zip(c.token_ids, c.top_logprobs, strict=True)):
         values, indices = log_probs[position].topk(3)
         assert list(top) == indices.tolist()  # greedy: the chosen token is the top one
-        assert list(top)[0] == token
+        assert next(iter(top)) == token
         assert torch.allclose(torch.tensor(list(top.values())), values, atol=1e-4)
     [scored] = await runtime.score(
         [ScoreRequest(prompt=PROMPT, continuations=(tuple(c.token_ids),))]

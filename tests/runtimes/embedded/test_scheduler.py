@@ -5,7 +5,6 @@ token to every sequence whose tokens are all computed, as sampling would."""
 from __future__ import annotations
 
 import pytest
-
 from orchestrator.runtimes.embedded.block_manager import BlockManager
 from orchestrator.runtimes.embedded.scheduler import Chunk, Scheduler
 from orchestrator.runtimes.embedded.sequence import SeqStatus, Sequence
@@ -74,8 +73,8 @@ def test_every_active_sequence_is_in_every_step_and_prefill_is_chunked() -> None
 
 def test_in_flight_prefix_is_computed_once() -> None:
     sim = Sim(max_num_seqs=4)
-    a = sim.add(PROMPT + [1, 2])
-    b = sim.add(PROMPT + [3, 4])
+    a = sim.add([*PROMPT, 1, 2])
+    b = sim.add([*PROMPT, 3, 4])
     assert sim.step() == [(a.seq_id, 0, 10)]  # b waits for the blocks a is computing
     assert sim.step() == [(a.seq_id, 10, 11), (b.seq_id, 8, 10)]
     assert (a.num_cached, b.num_cached) == (0, 8)
@@ -83,8 +82,8 @@ def test_in_flight_prefix_is_computed_once() -> None:
 
 def test_a_waiter_computes_the_prefix_when_its_producer_goes_away() -> None:
     sim = Sim(max_num_seqs=4)
-    a = sim.add(PROMPT + [1, 2])
-    b = sim.add(PROMPT + [3, 4])
+    a = sim.add([*PROMPT, 1, 2])
+    b = sim.add([*PROMPT, 3, 4])
     sim.scheduler.schedule()  # both admitted, a's chunk scheduled but never run
     sim.scheduler.free(a)
     assert sim.step() == [(b.seq_id, 0, 10)]
