@@ -115,16 +115,17 @@ def error_for_status(
 
 
 def error_for_payload(
-    payload: Mapping[str, Any], *, runtime: str, body: object
+    payload: Mapping[str, Any], *, runtime: str, body: object, where: str = "error in stream"
 ) -> OrchestratorError:
     """The exception for a ``data: {"error": ...}`` event inside a stream.
 
     SGLang sends request errors found after the stream started (validation in the tokenizer
-    manager) this way, with HTTP 200 already sent, so they map like a 400.
+    manager) this way, with HTTP 200 already sent, so they map like a 400. ``sglang.Engine``
+    raises the same messages as ``ValueError`` (``where`` says which).
     """
     message = _message_of(payload) or json.dumps(payload)
     rejected = RequestRejected(
-        f"error in stream: {message}; request: {summarize_body(body)}",
+        f"{where}: {message}; request: {summarize_body(body)}",
         runtime=runtime,
         request=body,
     )
