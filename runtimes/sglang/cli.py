@@ -45,12 +45,17 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=30000, help="0 picks a free port")
     serve.add_argument("--startup-timeout", type=float, default=600.0, metavar="SECONDS")
-    serve.add_argument("--python", default=sys.executable,
-                       help="interpreter with sglang installed (default: this one)")
-    serve.add_argument("--check", action="store_true",
-                       help="stop as soon as the server is healthy (exit 0)")
-    serve.add_argument("server_args", nargs=argparse.REMAINDER,
-                       help="further sglang.launch_server flags, after --")
+    serve.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter with sglang installed (default: this one)",
+    )
+    serve.add_argument(
+        "--check", action="store_true", help="stop as soon as the server is healthy (exit 0)"
+    )
+    serve.add_argument(
+        "server_args", nargs=argparse.REMAINDER, help="further sglang.launch_server flags, after --"
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -88,5 +93,6 @@ def _serve_until_stopped(server: SGLangServer) -> int:
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
-    raise RuntimeUnavailable(f"the server exited with status {status}",
-                             runtime=f"sglang@{server.url}")
+    raise RuntimeUnavailable(
+        f"the server exited with status {status}", runtime=f"sglang@{server.url}"
+    )

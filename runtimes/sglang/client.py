@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from types import TracebackType
 from typing import Any, NamedTuple, Self
@@ -112,7 +112,7 @@ class SGLangClient:
         response = await self.request("POST", "/generate", body)
         return self._json(response, "POST", "/generate", body)
 
-    async def stream(self, body: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, body: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """``POST /generate`` with ``stream: true``: yield each chunk (whole output so far).
 
         Closing the iterator closes the connection; the caller aborts the ``rid`` if it

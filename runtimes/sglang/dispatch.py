@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
@@ -268,7 +268,7 @@ class Dispatcher:
         self._counters.count(output)
         return output
 
-    async def stream(self, job: Job) -> AsyncIterator[tuple[dict[str, Any], Backend]]:
+    async def stream(self, job: Job) -> AsyncGenerator[tuple[dict[str, Any], Backend], None]:
         """Yield each raw chunk of a streamed job, with its server.
 
         Fails over only before the first chunk: after that, the output so far belongs to

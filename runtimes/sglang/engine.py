@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any, NoReturn
 
 import anyio
@@ -79,8 +79,7 @@ class EngineBackend:
         validate_generate_body(body, runtime=self.name)
         refused = sorted(set(body) - self._accepted)
         if refused:
-            raise CapabilityMissing(f"/generate keys {refused} on sglang.Engine",
-                                    runtime=self.name)
+            raise CapabilityMissing(f"/generate keys {refused} on sglang.Engine", runtime=self.name)
         return {_ARGUMENTS[k]: v for k, v in body.items()}
 
     async def generate(self, body: Mapping[str, Any]) -> Any:
@@ -90,7 +89,7 @@ class EngineBackend:
         except ValueError as exc:  # SGLang's validation errors (what HTTP answers with 400)
             self._raise_rejected(exc, body)
 
-    async def stream(self, body: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, body: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         arguments = self._arguments({**body, "stream": True})
         try:
             chunks = await self._engine.async_generate(**arguments)

@@ -17,6 +17,7 @@ Sync and async forms::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -100,11 +101,11 @@ class SGLangServer:
         output: IO[bytes] | None = None
         if not self._inherit:
             if self.log_path is None:
-                handle = tempfile.NamedTemporaryFile(prefix="sglang-", suffix=".log", delete=False)
-                self.log_path = Path(handle.name)
-                self._log = handle
-            else:
-                self._log = self.log_path.open("wb")
+                fd, name = tempfile.mkstemp(prefix="sglang-", suffix=".log")
+                os.close(fd)
+                self.log_path = Path(name)
+            # Held open for the server's lifetime, closed by stop().
+            self._log = self.log_path.open("wb")
             output = self._log
         self.process = subprocess.Popen(
             self.command,
@@ -222,10 +223,8 @@ class SGLangServer:
 
     def _signal_group(self, sig: signal.Signals) -> None:
         assert self.process is not None
-        try:
+        with contextlib.suppress(ProcessLookupError):  # the whole group is gone already
             os.killpg(self.process.pid, sig)
-        except ProcessLookupError:
-            pass  # the whole group is gone already
 
     def _check_alive(self) -> None:
         assert self.process is not None, "start() first"

@@ -81,12 +81,12 @@ def build_engine(target: str, options: Mapping[str, str]) -> SGLangRuntime:
     from .runtime import SGLangRuntime
     from .tokenizer import ChatTokenizer
 
-    server_args = {k.removeprefix("server."): _value(v) for k, v in options.items()
-                   if k.startswith("server.")}
+    server_args = {
+        k.removeprefix("server."): _value(v) for k, v in options.items() if k.startswith("server.")
+    }
     config = parse_config({k: v for k, v in options.items() if not k.startswith("server.")})
     if not target:
-        raise ConfigError("needs the model directory: sglang-engine:/path/to/model",
-                          field="target")
+        raise ConfigError("needs the model directory: sglang-engine:/path/to/model", field="target")
     tokenizer = ChatTokenizer.load(config.tokenizer or target)
     return SGLangRuntime([EngineBackend.start(target, **server_args)], tokenizer, config)
 
@@ -125,6 +125,7 @@ def _server_tokenizer_path(url: str) -> str:
         ) from exc
     path = info.get("tokenizer_path") or info.get("model_path")
     if not isinstance(path, str):
-        raise RuntimeUnavailable(f"{url}/model_info names no tokenizer_path: {info!r:.200}",
-                                 runtime=f"sglang@{url}")
+        raise RuntimeUnavailable(
+            f"{url}/model_info names no tokenizer_path: {info!r:.200}", runtime=f"sglang@{url}"
+        )
     return path

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -42,7 +42,7 @@ class Backend(Protocol):
 
     async def generate(self, body: Mapping[str, Any]) -> Any: ...
 
-    def stream(self, body: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]: ...
+    def stream(self, body: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]: ...
 
     async def abort(self, rid: str) -> None: ...
 

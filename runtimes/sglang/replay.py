@@ -300,7 +300,9 @@ class ReplayServer:
         self, conn: h11.Connection, stream: SocketStream, method: str, path: str, body: Any
     ) -> None:
         exp = self._find(method, path, body)
-        self._state.log.append(Exchange(method, path, body, exp and exp.recording.name))
+        self._state.log.append(
+            Exchange(method, path, body, exp.recording.name if exp is not None else None)
+        )
         self._state.changed.set()
         self._state.changed = anyio.Event()
         if exp is None:

@@ -10,7 +10,7 @@ without ``[DONE]`` was cut off: that is an error, not a short answer.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Any
 
 from orchestrator import RuntimeFailure, RuntimeUnavailable
@@ -22,7 +22,7 @@ __all__ = ["iter_sse_chunks"]
 
 async def iter_sse_chunks(
     lines: AsyncIterable[str], *, runtime: str, body: object
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Yield each ``data:`` event's JSON object until ``[DONE]``.
 
     Follows the SSE rules SGLang relies on: ``data:`` lines accumulate until a blank line

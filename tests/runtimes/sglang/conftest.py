@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-
 from orchestrator.runtimes.sglang.config import SGLangConfig
 from orchestrator.runtimes.sglang.replay import Recording, ReplayServer, load_recordings
 from orchestrator.runtimes.sglang.runtime import SGLangRuntime

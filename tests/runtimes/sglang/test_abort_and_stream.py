@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import anyio
 import pytest
+from orchestrator.runtimes.sglang.replay import Recording, ReplayServer
+from orchestrator.runtimes.sglang.runtime import SGLangRuntime
 
 from orchestrator import (
     ChatMessage,
@@ -22,8 +24,6 @@ from orchestrator import (
     SamplingParams,
     Usage,
 )
-from orchestrator.runtimes.sglang.replay import Recording, ReplayServer
-from orchestrator.runtimes.sglang.runtime import SGLangRuntime
 
 pytestmark = pytest.mark.anyio
 
@@ -33,16 +33,30 @@ ToIds = Callable[[Recording], Recording]
 
 
 async def test_stream_yields_deltas_then_the_completion(
-    make_runtime: Callable[..., SGLangRuntime], server: ReplayServer,
-    recordings: dict[str, Recording], as_input_ids: ToIds,
+    make_runtime: Callable[..., SGLangRuntime],
+    server: ReplayServer,
+    recordings: dict[str, Recording],
+    as_input_ids: ToIds,
 ) -> None:
     server.expect(as_input_ids(recordings["generate_stream"]))
     runtime = make_runtime(server)
-    request = GenerateRequest(prompt=QUESTION, sampling=SamplingParams(max_new_tokens=12,
-                                                                       temperature=0))
+    request = GenerateRequest(
+        prompt=QUESTION, sampling=SamplingParams(max_new_tokens=12, temperature=0)
+    )
     chunks = [c async for c in runtime.stream(request)]
     assert [c.text for c in chunks] == [
-        "1", "2", " +", " ", "7", " =", " ", "8", "\n", "\n", "This", " is"
+        "1",
+        "2",
+        " +",
+        " ",
+        "7",
+        " =",
+        " ",
+        "8",
+        "\n",
+        "\n",
+        "This",
+        " is",
     ]
     assert [c.token_ids for c in chunks][:3] == [[33], [34], [1232]]
     assert all(c.completion is None and c.usage is None for c in chunks[:-1])
@@ -56,7 +70,8 @@ async def test_stream_yields_deltas_then_the_completion(
 
 
 async def test_abort_ends_a_generation_with_what_it_made_so_far(
-    make_runtime: Callable[..., SGLangRuntime], server: ReplayServer,
+    make_runtime: Callable[..., SGLangRuntime],
+    server: ReplayServer,
     recordings: dict[str, Recording],
 ) -> None:
     server.expect(recordings["generate_aborted"], until_abort=True)
@@ -65,9 +80,11 @@ async def test_abort_ends_a_generation_with_what_it_made_so_far(
     results: list[GenerateResult] = []
 
     async def run() -> None:
-        results.extend(await runtime.generate(
-            [GenerateRequest(prompt=QUESTION, sampling=LONG, request_id="long-1")]
-        ))
+        results.extend(
+            await runtime.generate(
+                [GenerateRequest(prompt=QUESTION, sampling=LONG, request_id="long-1")]
+            )
+        )
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(run)
@@ -83,26 +100,30 @@ async def test_abort_ends_a_generation_with_what_it_made_so_far(
 
 
 async def test_cancelling_a_call_aborts_its_rid_on_the_server(
-    make_runtime: Callable[..., SGLangRuntime], server: ReplayServer,
+    make_runtime: Callable[..., SGLangRuntime],
+    server: ReplayServer,
     recordings: dict[str, Recording],
 ) -> None:
     server.expect(recordings["generate_aborted"], until_abort=True)
     server.expect(recordings["abort_request"])
     runtime = make_runtime(server)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(runtime.generate,
-                      [GenerateRequest(prompt=QUESTION, sampling=LONG, request_id="long-1")])
+        tg.start_soon(
+            runtime.generate, [GenerateRequest(prompt=QUESTION, sampling=LONG, request_id="long-1")]
+        )
         await server.wait_for("/generate")
         tg.cancel_scope.cancel()
     assert [(e.path, e.body.get("rid")) for e in server.log] == [
-        ("/generate", "long-1"), ("/abort_request", "long-1")
+        ("/generate", "long-1"),
+        ("/abort_request", "long-1"),
     ]
     assert runtime.statistics().aborts == 1
     server.assert_clean()
 
 
 async def test_a_stream_aborted_on_the_server_ends_with_an_abort_completion(
-    make_runtime: Callable[..., SGLangRuntime], server: ReplayServer,
+    make_runtime: Callable[..., SGLangRuntime],
+    server: ReplayServer,
     recordings: dict[str, Recording],
 ) -> None:
     rec = recordings["generate_stream_aborted"]
@@ -123,25 +144,27 @@ async def test_a_stream_aborted_on_the_server_ends_with_an_abort_completion(
 
 
 async def test_closing_a_stream_early_aborts_its_rid(
-    make_runtime: Callable[..., SGLangRuntime], server: ReplayServer,
+    make_runtime: Callable[..., SGLangRuntime],
+    server: ReplayServer,
     recordings: dict[str, Recording],
 ) -> None:
     server.expect(recordings["generate_stream_aborted"], until_abort=True)
     server.expect(recordings["abort_request"].with_body({"rid": "long-2"}))
     runtime = make_runtime(server)
-    stream = runtime.stream(GenerateRequest(prompt=QUESTION, sampling=LONG,
-                                            request_id="long-2"))
+    stream = runtime.stream(GenerateRequest(prompt=QUESTION, sampling=LONG, request_id="long-2"))
     texts = [(await anext(stream)).text for _ in range(3)]
     await stream.aclose()
     assert texts == ["This", " problem", " involves"]
     assert [(e.path, e.body.get("rid")) for e in server.log] == [
-        ("/generate", "long-2"), ("/abort_request", "long-2")
+        ("/generate", "long-2"),
+        ("/abort_request", "long-2"),
     ]
     server.assert_clean()
 
 
 async def test_cancelling_the_consumer_of_a_stream_aborts_its_rid(
-    make_runtime: Callable[..., SGLangRuntime], server: ReplayServer,
+    make_runtime: Callable[..., SGLangRuntime],
+    server: ReplayServer,
     recordings: dict[str, Recording],
 ) -> None:
     server.expect(recordings["generate_stream_aborted"], until_abort=True)

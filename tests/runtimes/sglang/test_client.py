@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
-from orchestrator import ContextOverflow, RequestRejected, RuntimeFailure, RuntimeUnavailable
 from orchestrator.runtimes.sglang.client import RetryPolicy, SGLangClient
 from orchestrator.runtimes.sglang.launcher import free_port
 from orchestrator.runtimes.sglang.replay import Recording, ReplayServer
 
+from orchestrator import ContextOverflow, RequestRejected, RuntimeFailure, RuntimeUnavailable
 
 # Marked here, not only by the root conftest's hook: anyio must see the mark at collection
 # time for parametrized tests with async fixtures.

@@ -6,8 +6,6 @@ import math
 from collections.abc import Sequence
 
 import pytest
-
-from orchestrator import Completion, SamplingParams, Usage
 from orchestrator.runtimes.sglang.convert import (
     StreamAssembler,
     approx_entropy,
@@ -16,6 +14,8 @@ from orchestrator.runtimes.sglang.convert import (
 )
 from orchestrator.runtimes.sglang.replay import Recording
 from orchestrator.runtimes.sglang.tokenizer import ChatTokenizer
+
+from orchestrator import Completion, SamplingParams, Usage
 
 
 def test_logprobs_top_logprobs_and_approximate_entropy(
@@ -57,8 +57,11 @@ def test_a_matched_stop_token_is_dropped_from_the_ids_unless_included(
 
 def test_ids_past_a_matched_stop_string_are_dropped() -> None:
     # SGLang cut the text before "." but kept the tokens up to and including it.
-    out = {"text": "12 + 7 = 19", "output_ids": [33, 34, 1232, 216, 39, 446, 216, 33, 41, 30],
-           "meta_info": {"finish_reason": {"type": "stop", "matched": "."}}}
+    out = {
+        "text": "12 + 7 = 19",
+        "output_ids": [33, 34, 1232, 216, 39, 446, 216, 33, 41, 30],
+        "meta_info": {"finish_reason": {"type": "stop", "matched": "."}},
+    }
     texts = {(33, 34, 1232, 216, 39, 446, 216, 33, 41): "12 + 7 = 19"}
 
     def decode(ids: Sequence[int]) -> str:
@@ -66,25 +69,30 @@ def test_ids_past_a_matched_stop_string_are_dropped() -> None:
 
     completion = completion_from_output(out, SamplingParams(stop="."), decode)
     assert completion == Completion(
-        text="12 + 7 = 19", token_ids=[33, 34, 1232, 216, 39, 446, 216, 33, 41],
-        finish_reason="stop", matched_stop=".",
+        text="12 + 7 = 19",
+        token_ids=[33, 34, 1232, 216, 39, 446, 216, 33, 41],
+        finish_reason="stop",
+        matched_stop=".",
     )
 
 
-def test_abort_and_length_finishes(recordings: dict[str, Recording],
-                                   tokenizer: ChatTokenizer) -> None:
-    aborted = completion_from_output(recordings["generate_aborted"].response_json,
-                                     SamplingParams(), tokenizer.decode)
+def test_abort_and_length_finishes(
+    recordings: dict[str, Recording], tokenizer: ChatTokenizer
+) -> None:
+    aborted = completion_from_output(
+        recordings["generate_aborted"].response_json, SamplingParams(), tokenizer.decode
+    )
     assert (aborted.finish_reason, aborted.matched_stop, len(aborted.token_ids)) == (
-        "abort", None, 674
+        "abort",
+        None,
+        674,
     )
     assert aborted.logprobs is None and aborted.entropies is None
 
 
 def test_usage_from_meta_info(recordings: dict[str, Recording]) -> None:
     meta = recordings["fanout_child_cached"].response_json["meta_info"]
-    assert usage_from_meta(meta) == Usage(prompt_tokens=132, cached_tokens=128,
-                                          generated_tokens=8)
+    assert usage_from_meta(meta) == Usage(prompt_tokens=132, cached_tokens=128, generated_tokens=8)
     assert usage_from_meta({}) == Usage()
 
 
@@ -93,13 +101,23 @@ def test_stream_assembler_keeps_samples_apart(tokenizer: ChatTokenizer) -> None:
     meta = {"finish_reason": None}
     first = assembler.feed({"index": 1, "text": "12", "output_ids": [33, 34], "meta_info": meta})
     other = assembler.feed({"index": 0, "text": "1", "output_ids": [33], "meta_info": meta})
-    done = assembler.feed({
-        "index": 1, "text": "12 +", "output_ids": [33, 34, 1232],
-        "meta_info": {"finish_reason": {"type": "length", "length": 3}, "prompt_tokens": 18,
-                      "cached_tokens": 17, "completion_tokens": 3},
-    })
+    done = assembler.feed(
+        {
+            "index": 1,
+            "text": "12 +",
+            "output_ids": [33, 34, 1232],
+            "meta_info": {
+                "finish_reason": {"type": "length", "length": 3},
+                "prompt_tokens": 18,
+                "cached_tokens": 17,
+                "completion_tokens": 3,
+            },
+        }
+    )
     assert [(c.index, c.token_ids, c.text) for c in (first, other, done)] == [
-        (1, [33, 34], "12"), (0, [33], "1"), (1, [1232], " +")
+        (1, [33, 34], "12"),
+        (0, [33], "1"),
+        (1, [1232], " +"),
     ]
     assert done.completion is not None and done.completion.text == "12 +"
     assert done.usage == Usage(prompt_tokens=18, cached_tokens=17, generated_tokens=3)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from orchestrator.runtimes.sglang.fanout import FanoutGroup, common_prefix_length, plan_fanout
 
 P = list(range(100, 140))  # a 40-token shared prefix
@@ -17,7 +16,7 @@ def test_common_prefix_length() -> None:
 
 
 def test_children_of_one_prefix_form_one_group_with_that_prefix() -> None:
-    prompts = [P + [1, 2], P + [1, 3], P + [7]]
+    prompts = [[*P, 1, 2], [*P, 1, 3], [*P, 7]]
     assert plan_fanout(prompts, ["t"] * 3, min_prefix_tokens=32) == [
         FanoutGroup(key="t", members=(0, 1, 2), prefix_ids=tuple(P))
     ]
@@ -30,7 +29,7 @@ def test_identical_prompts_prefill_the_whole_prompt() -> None:
 
 def test_groups_split_by_key_by_head_and_by_length() -> None:
     other = list(range(500, 540))
-    prompts = [P + [1], other + [1], P + [2], [1, 2, 3], [1, 2, 3], P + [3]]
+    prompts = [[*P, 1], [*other, 1], [*P, 2], [1, 2, 3], [1, 2, 3], [*P, 3]]
     keys = ["a", "a", "a", "a", "a", "b"]
     assert plan_fanout(prompts, keys, min_prefix_tokens=32) == [
         FanoutGroup(key="a", members=(0, 2), prefix_ids=tuple(P)),

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from orchestrator import RuntimeUnavailable
 from orchestrator.runtimes.sglang.cli import sglang_command
 from orchestrator.runtimes.sglang.launcher import SGLangServer
 
-FAKE_SERVER = '''
+from orchestrator import RuntimeUnavailable
+
+FAKE_SERVER = """
 import http.server, json, os, signal, subprocess, sys
 
 args = sys.argv[1:]
@@ -48,7 +48,7 @@ class Health(http.server.BaseHTTPRequestHandler):
 
 port = int(args[args.index("--port") + 1])
 http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
-'''
+"""
 
 
 @pytest.fixture
@@ -75,13 +75,24 @@ def gone(pid: int) -> bool:
 
 
 def test_serves_until_stopped_and_leaves_no_process(fake_sglang: dict[str, str]) -> None:
-    server = SGLangServer("/models/smol", port=0, env=fake_sglang, stop_timeout_s=10,
-                          extra_args=["--attention-backend", "triton"])
+    server = SGLangServer(
+        "/models/smol",
+        port=0,
+        env=fake_sglang,
+        stop_timeout_s=10,
+        extra_args=["--attention-backend", "triton"],
+    )
     with server:
         info = started(fake_sglang)
         assert info["argv"] == [
-            "--model-path", "/models/smol", "--host", "127.0.0.1", "--port", str(server.port),
-            "--attention-backend", "triton",
+            "--model-path",
+            "/models/smol",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(server.port),
+            "--attention-backend",
+            "triton",
         ]
         assert not gone(int(info["pid"])) and not gone(int(info["child"]))
     assert server.process is not None and server.process.returncode == -15
@@ -102,10 +113,15 @@ def test_a_server_that_exits_while_starting_is_reported_with_its_log(
     fake_sglang: dict[str, str],
 ) -> None:
     env = {**fake_sglang, "FAKE_EXIT": "3"}
-    with pytest.raises(RuntimeUnavailable, match=r"-m sglang\.launch_server --model-path /m .*"
-                       r"the server exited with status 3 before it was ready\n--- last lines "
-                       r"of .*\.log ---\nfake sglang starting"), \
-            SGLangServer("/m", port=0, env=env):
+    with (
+        pytest.raises(
+            RuntimeUnavailable,
+            match=r"-m sglang\.launch_server --model-path /m .*"
+            r"the server exited with status 3 before it was ready\n--- last lines "
+            r"of .*\.log ---\nfake sglang starting",
+        ),
+        SGLangServer("/m", port=0, env=env),
+    ):
         pass
 
 
@@ -117,15 +133,27 @@ async def test_async_form(fake_sglang: dict[str, str]) -> None:
     assert gone(int(info["pid"])) and gone(int(info["child"]))
 
 
-def test_cli_serve_check(fake_sglang: dict[str, str], monkeypatch: pytest.MonkeyPatch,
-                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_serve_check(
+    fake_sglang: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     for key, value in fake_sglang.items():
         monkeypatch.setenv(key, value)
     command = sglang_command()
     parser = argparse.ArgumentParser(prog="orchestrator sglang")
     command.configure(parser)
-    args = parser.parse_args(["serve", "--model", "/models/smol", "--port", "0", "--check",
-                              "--", "--mem-fraction-static", "0.5"])
+    args = parser.parse_args(
+        [
+            "serve",
+            "--model",
+            "/models/smol",
+            "--port",
+            "0",
+            "--check",
+            "--",
+            "--mem-fraction-static",
+            "0.5",
+        ]
+    )
     assert command.run(args) == 0
     argv = started(fake_sglang)["argv"]
     assert isinstance(argv, list) and argv[-2:] == ["--mem-fraction-static", "0.5"]

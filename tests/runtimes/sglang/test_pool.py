@@ -7,6 +7,9 @@ from typing import Any
 
 import anyio
 import pytest
+from orchestrator.runtimes.sglang.pool import Backend, ServerPool
+from orchestrator.runtimes.sglang.replay import Recording, ReplayServer
+from orchestrator.runtimes.sglang.runtime import SGLangRuntime
 
 from orchestrator import (
     ChatMessage,
@@ -17,9 +20,6 @@ from orchestrator import (
     RuntimeUnavailable,
     SamplingParams,
 )
-from orchestrator.runtimes.sglang.pool import Backend, ServerPool
-from orchestrator.runtimes.sglang.replay import Recording, ReplayServer
-from orchestrator.runtimes.sglang.runtime import SGLangRuntime
 
 pytestmark = pytest.mark.anyio
 
@@ -106,8 +106,11 @@ async def test_run_names_every_server_when_all_fail() -> None:
     async def down(backend: Backend) -> str:
         raise RuntimeUnavailable("refused", runtime=backend.name)
 
-    with pytest.raises(RuntimeUnavailable, match=r"all 2 SGLang server\(s\) failed: "
-                       r"http://[ab]:1: runtime 'http://[ab]:1': refused; http://[ab]:1: "):
+    with pytest.raises(
+        RuntimeUnavailable,
+        match=r"all 2 SGLang server\(s\) failed: "
+        r"http://[ab]:1: runtime 'http://[ab]:1': refused; http://[ab]:1: ",
+    ):
         await pool.run("k", down)
 
 
@@ -126,10 +129,12 @@ async def test_a_trees_requests_stay_on_one_server_and_trees_spread(
         a.expect(recordings["generate_length"], times=2)
         a.expect(recordings["generate_n4_seeded"])
         b.expect(recordings["generate_length"])
-        await runtime.generate([
-            GenerateRequest(prompt=QUESTION, sampling=LENGTH, request_id=f"{tree_a}/n1"),
-            GenerateRequest(prompt=QUESTION, sampling=N4, request_id=f"{tree_a}/n2"),
-        ])
+        await runtime.generate(
+            [
+                GenerateRequest(prompt=QUESTION, sampling=LENGTH, request_id=f"{tree_a}/n1"),
+                GenerateRequest(prompt=QUESTION, sampling=N4, request_id=f"{tree_a}/n2"),
+            ]
+        )
         [on_b] = await runtime.generate(
             [GenerateRequest(prompt=QUESTION, sampling=LENGTH, request_id=f"{tree_b}/n1")]
         )
@@ -157,10 +162,16 @@ async def test_a_dead_servers_in_flight_request_finishes_elsewhere_and_nothing_i
         results: list[GenerateResult] = []
 
         async def run() -> None:
-            results.extend(await runtime.generate([
-                GenerateRequest(prompt=QUESTION, sampling=LENGTH, request_id=f"{tree_a}/n1"),
-                GenerateRequest(prompt=QUESTION, sampling=N4, request_id=f"{tree_a}/n2"),
-            ]))
+            results.extend(
+                await runtime.generate(
+                    [
+                        GenerateRequest(
+                            prompt=QUESTION, sampling=LENGTH, request_id=f"{tree_a}/n1"
+                        ),
+                        GenerateRequest(prompt=QUESTION, sampling=N4, request_id=f"{tree_a}/n2"),
+                    ]
+                )
+            )
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(run)
@@ -185,7 +196,8 @@ async def test_a_dead_servers_in_flight_request_finishes_elsewhere_and_nothing_i
 
 
 async def test_a_stream_fails_over_before_its_first_chunk(
-    make_runtime: Callable[..., SGLangRuntime], recordings: dict[str, Recording],
+    make_runtime: Callable[..., SGLangRuntime],
+    recordings: dict[str, Recording],
     as_input_ids: Callable[[Recording], Recording],
 ) -> None:
     async with ReplayServer() as a, ReplayServer() as b:
@@ -193,8 +205,11 @@ async def test_a_stream_fails_over_before_its_first_chunk(
         tree_a, _ = tree_ids(runtime, a, b)
         await a.kill()
         b.expect(as_input_ids(recordings["generate_stream"]))
-        request = GenerateRequest(prompt=QUESTION, request_id=f"{tree_a}/s",
-                                  sampling=SamplingParams(max_new_tokens=12, temperature=0))
+        request = GenerateRequest(
+            prompt=QUESTION,
+            request_id=f"{tree_a}/s",
+            sampling=SamplingParams(max_new_tokens=12, temperature=0),
+        )
         texts = [c.text async for c in runtime.stream(request)]
         assert "".join(texts) == "12 + 7 = 8\n\nThis is"
         [dead] = [s for s in runtime.pool.backends if s.url == a.url]
@@ -203,13 +218,14 @@ async def test_a_stream_fails_over_before_its_first_chunk(
         b.assert_clean()
 
 
-async def test_all_servers_down_is_unavailable(
-    make_runtime: Callable[..., SGLangRuntime]
-) -> None:
+async def test_all_servers_down_is_unavailable(make_runtime: Callable[..., SGLangRuntime]) -> None:
     async with ReplayServer() as a, ReplayServer() as b:
         runtime = make_runtime(a, b)
         await a.kill()
         await b.kill()
-        with pytest.raises(RuntimeUnavailable, match=r"all 2 SGLang server\(s\) failed: .*"
-                           r"ConnectError"):
+        with pytest.raises(
+            RuntimeUnavailable,
+            match=r"all 2 SGLang server\(s\) failed: .*"
+            r"ConnectError",
+        ):
             await runtime.generate([GenerateRequest(prompt=QUESTION, sampling=LENGTH)])

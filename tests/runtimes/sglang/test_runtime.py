@@ -11,6 +11,9 @@ from collections.abc import Callable
 
 import anyio
 import pytest
+from orchestrator.runtimes.sglang.replay import Recording, ReplayServer
+from orchestrator.runtimes.sglang.runtime import SGLangRuntime
+from orchestrator.runtimes.sglang.tokenizer import ChatTokenizer
 
 from orchestrator import (
     Capability,
@@ -24,9 +27,6 @@ from orchestrator import (
     ScoreRequest,
     Usage,
 )
-from orchestrator.runtimes.sglang.replay import Recording, ReplayServer
-from orchestrator.runtimes.sglang.runtime import SGLangRuntime
-from orchestrator.runtimes.sglang.tokenizer import ChatTokenizer
 
 pytestmark = pytest.mark.anyio
 
@@ -39,8 +39,9 @@ def prefix_ids(recordings: dict[str, Recording]) -> list[int]:
     return list(recordings["prefill_only"].body["input_ids"])
 
 
-async def test_capabilities_and_identity(make_runtime: Callable[..., SGLangRuntime],
-                                         server: ReplayServer) -> None:
+async def test_capabilities_and_identity(
+    make_runtime: Callable[..., SGLangRuntime], server: ReplayServer
+) -> None:
     runtime = make_runtime(server)
     assert runtime.capabilities == (
         Capability.PREFIX_SHARING | Capability.STREAMING | Capability.GRAMMAR
@@ -50,20 +51,24 @@ async def test_capabilities_and_identity(make_runtime: Callable[..., SGLangRunti
         Capability.PREFIX_SHARING | Capability.STREAMING | Capability.DETERMINISTIC_SAMPLING
     )
     assert (runtime.provider, runtime.model, runtime.eos_token_ids) == (
-        "sglang", "SmolLM2-135M-Instruct", (2,)
+        "sglang",
+        "SmolLM2-135M-Instruct",
+        (2,),
     )
     assert await runtime.render(QUESTION) == CHAT_IDS
 
 
 async def test_greedy_length_limit_with_usage_and_meta(
-    make_runtime: Callable[..., SGLangRuntime], server: ReplayServer,
+    make_runtime: Callable[..., SGLangRuntime],
+    server: ReplayServer,
     recordings: dict[str, Recording],
 ) -> None:
     server.expect(recordings["generate_length"])
     runtime = make_runtime(server)
     sampling = SamplingParams(max_new_tokens=4, temperature=0, ignore_eos=True)
-    [result] = await runtime.generate([GenerateRequest(prompt=QUESTION, sampling=sampling,
-                                                       request_id="q1")])
+    [result] = await runtime.generate(
+        [GenerateRequest(prompt=QUESTION, sampling=sampling, request_id="q1")]
+    )
     [completion] = result.completions
     assert (completion.text, completion.token_ids) == ("12 + ", [33, 34, 1232, 216])
     assert (completion.finish_reason, completion.matched_stop) == ("length", None)
@@ -74,14 +79,19 @@ async def test_greedy_length_limit_with_usage_and_meta(
 
 
 async def test_greedy_text_recording_through_the_runtime(
-    make_runtime: Callable[..., SGLangRuntime], server: ReplayServer,
-    recordings: dict[str, Recording], as_input_ids: ToIds,
+    make_runtime: Callable[..., SGLangRuntime],
+    server: ReplayServer,
+    recordings: dict[str, Recording],
+    as_input_ids: ToIds,
 ) -> None:
     server.expect(as_input_ids(recordings["generate_text_greedy"]))
     runtime = make_runtime(server)
     [result] = await runtime.generate(
-        [GenerateRequest(prompt=QUESTION, sampling=SamplingParams(max_new_tokens=24,
-                                                                  temperature=0))]
+        [
+            GenerateRequest(
+                prompt=QUESTION, sampling=SamplingParams(max_new_tokens=24, temperature=0)
+            )
+        ]
     )
     assert result.completions[0].text == (
         "12 + 7 = 8\n\nThis is a classic example of a simple equation that can be solved using"
@@ -93,17 +103,24 @@ async def test_greedy_text_recording_through_the_runtime(
     ("name", "sampling"),
     [
         ("generate_stop_string", SamplingParams(max_new_tokens=48, temperature=0, stop=".")),
-        ("generate_stop_token_ids",
-         SamplingParams(max_new_tokens=48, temperature=0, stop_token_ids=[30])),
+        (
+            "generate_stop_token_ids",
+            SamplingParams(max_new_tokens=48, temperature=0, stop_token_ids=[30]),
+        ),
     ],
 )
 async def test_stop_strings_and_ids_are_sent_as_sglang_keys(
-    make_runtime: Callable[..., SGLangRuntime], server: ReplayServer,
-    recordings: dict[str, Recording], as_input_ids: ToIds, name: str, sampling: SamplingParams,
+    make_runtime: Callable[..., SGLangRuntime],
+    server: ReplayServer,
+    recordings: dict[str, Recording],
+    as_input_ids: ToIds,
+    name: str,
+    sampling: SamplingParams,
 ) -> None:
     server.expect(as_input_ids(recordings[name]))
-    [result] = await make_runtime(server).generate([GenerateRequest(prompt=QUESTION,
-                                                                    sampling=sampling)])
+    [result] = await make_runtime(server).generate(
+        [GenerateRequest(prompt=QUESTION, sampling=sampling)]
+    )
     # Neither stop occurs in the first 48 greedy tokens: the answer runs to the length limit.
     assert result.completions[0].finish_reason == "length"
     assert len(result.completions[0].token_ids) == 48
@@ -111,15 +128,21 @@ async def test_stop_strings_and_ids_are_sent_as_sglang_keys(
 
 
 async def test_json_schema_output_ends_before_the_matched_eos(
-    make_runtime: Callable[..., SGLangRuntime], server: ReplayServer,
-    recordings: dict[str, Recording], as_input_ids: ToIds,
+    make_runtime: Callable[..., SGLangRuntime],
+    server: ReplayServer,
+    recordings: dict[str, Recording],
+    as_input_ids: ToIds,
 ) -> None:
     server.expect(as_input_ids(recordings["generate_json_schema"]))
-    schema = {"type": "object", "properties": {"answer": {"type": "integer"}},
-              "required": ["answer"]}
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "integer"}},
+        "required": ["answer"],
+    }
     sampling = SamplingParams(max_new_tokens=64, temperature=0, grammar=Grammar(json_schema=schema))
-    [result] = await make_runtime(server).generate([GenerateRequest(prompt=QUESTION,
-                                                                    sampling=sampling)])
+    [result] = await make_runtime(server).generate(
+        [GenerateRequest(prompt=QUESTION, sampling=sampling)]
+    )
     [completion] = result.completions
     assert completion.text == '{\n  "answer"\n\n:\n\n-12\n\n}'
     assert (completion.finish_reason, completion.matched_stop) == ("stop", 2)
@@ -138,7 +161,8 @@ async def test_grammar_without_the_capability_is_refused(
 
 
 async def test_n4_seeded_is_one_request_whose_samples_reuse_the_prompt(
-    make_runtime: Callable[..., SGLangRuntime], server: ReplayServer,
+    make_runtime: Callable[..., SGLangRuntime],
+    server: ReplayServer,
     recordings: dict[str, Recording],
 ) -> None:
     server.expect(recordings["generate_n4_seeded"])
@@ -157,18 +181,25 @@ async def test_n4_seeded_is_one_request_whose_samples_reuse_the_prompt(
 
 
 async def test_a_batch_runs_concurrently_and_answers_in_order(
-    make_runtime: Callable[..., SGLangRuntime], server: ReplayServer,
+    make_runtime: Callable[..., SGLangRuntime],
+    server: ReplayServer,
     recordings: dict[str, Recording],
 ) -> None:
     server.expect(recordings["generate_n4_seeded"])
     server.expect(recordings["generate_length"])
     runtime = make_runtime(server)
-    results = await runtime.generate([
-        GenerateRequest(prompt=QUESTION, sampling=SamplingParams(
-            max_new_tokens=4, temperature=0, ignore_eos=True)),
-        GenerateRequest(prompt=QUESTION, sampling=SamplingParams(
-            max_new_tokens=16, temperature=0.8, n=4, seed=7)),
-    ])
+    results = await runtime.generate(
+        [
+            GenerateRequest(
+                prompt=QUESTION,
+                sampling=SamplingParams(max_new_tokens=4, temperature=0, ignore_eos=True),
+            ),
+            GenerateRequest(
+                prompt=QUESTION,
+                sampling=SamplingParams(max_new_tokens=16, temperature=0.8, n=4, seed=7),
+            ),
+        ]
+    )
     assert [len(r.completions) for r in results] == [1, 4]
     assert results[0].completions[0].text == "12 + "
     # 18 prompt tokens: under min_prefix_tokens (32), so no prefill was sent first.
@@ -177,7 +208,8 @@ async def test_a_batch_runs_concurrently_and_answers_in_order(
 
 
 async def test_fanout_prefills_the_shared_prefix_before_the_children(
-    make_runtime: Callable[..., SGLangRuntime], server: ReplayServer,
+    make_runtime: Callable[..., SGLangRuntime],
+    server: ReplayServer,
     recordings: dict[str, Recording],
 ) -> None:
     prefix = prefix_ids(recordings)
@@ -186,10 +218,13 @@ async def test_fanout_prefills_the_shared_prefix_before_the_children(
     server.expect(recordings["fanout_child_cached"])
     server.expect(recordings["error_prompt_too_long"])
     runtime = make_runtime(server)
-    child = GenerateRequest(prompt=prefix + [5970, 216, 33, 42], sampling=SamplingParams(
-        max_new_tokens=8, temperature=0.8, seed=1))
-    too_long = GenerateRequest(prompt=(prefix * 20)[:2100],
-                               sampling=SamplingParams(max_new_tokens=4))
+    child = GenerateRequest(
+        prompt=[*prefix, 5970, 216, 33, 42],
+        sampling=SamplingParams(max_new_tokens=8, temperature=0.8, seed=1),
+    )
+    too_long = GenerateRequest(
+        prompt=(prefix * 20)[:2100], sampling=SamplingParams(max_new_tokens=4)
+    )
     outcome: list[BaseException] = []
 
     async def run() -> None:
@@ -205,9 +240,10 @@ async def test_fanout_prefills_the_shared_prefix_before_the_children(
         # While the prefix is being prefilled, no child has been sent.
         assert [e.answered_by for e in server.log] == ["prefill_only"]
         release.set()
-    assert [e.answered_by for e in server.log][0] == "prefill_only"
+    assert next(e.answered_by for e in server.log) == "prefill_only"
     assert sorted(e.answered_by or "" for e in server.log[1:]) == [
-        "error_prompt_too_long", "fanout_child_cached"
+        "error_prompt_too_long",
+        "fanout_child_cached",
     ]
     assert server.log[0].body["input_ids"] == prefix and len(prefix) == 128
     [error] = outcome
@@ -219,7 +255,8 @@ async def test_fanout_prefills_the_shared_prefix_before_the_children(
 
 
 async def test_fanout_result_records_the_prefill(
-    make_runtime: Callable[..., SGLangRuntime], server: ReplayServer,
+    make_runtime: Callable[..., SGLangRuntime],
+    server: ReplayServer,
     recordings: dict[str, Recording],
 ) -> None:
     prefix = prefix_ids(recordings)
@@ -227,10 +264,14 @@ async def test_fanout_result_records_the_prefill(
     server.expect(recordings["fanout_child_cached"])
     server.expect(recordings["error_prompt_too_long"])
     runtime = make_runtime(server)
-    child = GenerateRequest(prompt=prefix + [5970, 216, 33, 42], request_id="c1",
-                            sampling=SamplingParams(max_new_tokens=8, temperature=0.8, seed=1))
-    too_long = GenerateRequest(prompt=(prefix * 20)[:2100],
-                               sampling=SamplingParams(max_new_tokens=4))
+    child = GenerateRequest(
+        prompt=[*prefix, 5970, 216, 33, 42],
+        request_id="c1",
+        sampling=SamplingParams(max_new_tokens=8, temperature=0.8, seed=1),
+    )
+    too_long = GenerateRequest(
+        prompt=(prefix * 20)[:2100], sampling=SamplingParams(max_new_tokens=4)
+    )
     with pytest.raises(ContextOverflow):
         await runtime.generate([child, too_long])
     # Alone, the child is not a fan-out: it goes straight out, and reuses the cached prefix.
@@ -243,7 +284,8 @@ async def test_fanout_result_records_the_prefill(
 
 
 async def test_fanout_off_sends_children_directly(
-    make_runtime: Callable[..., SGLangRuntime], server: ReplayServer,
+    make_runtime: Callable[..., SGLangRuntime],
+    server: ReplayServer,
     recordings: dict[str, Recording],
 ) -> None:
     prefix = prefix_ids(recordings)
@@ -251,17 +293,24 @@ async def test_fanout_off_sends_children_directly(
     server.expect(recordings["error_prompt_too_long"])
     runtime = make_runtime(server, fanout="false")
     with pytest.raises(ContextOverflow):
-        await runtime.generate([
-            GenerateRequest(prompt=prefix + [5970, 216, 33, 42],
-                            sampling=SamplingParams(max_new_tokens=8, temperature=0.8, seed=1)),
-            GenerateRequest(prompt=(prefix * 20)[:2100], sampling=SamplingParams(max_new_tokens=4)),
-        ])
+        await runtime.generate(
+            [
+                GenerateRequest(
+                    prompt=[*prefix, 5970, 216, 33, 42],
+                    sampling=SamplingParams(max_new_tokens=8, temperature=0.8, seed=1),
+                ),
+                GenerateRequest(
+                    prompt=(prefix * 20)[:2100], sampling=SamplingParams(max_new_tokens=4)
+                ),
+            ]
+        )
     assert runtime.statistics().prefills == 0
     server.assert_clean()
 
 
 async def test_score_uses_prompt_logprobs_from_the_prompts_last_token(
-    make_runtime: Callable[..., SGLangRuntime], server: ReplayServer,
+    make_runtime: Callable[..., SGLangRuntime],
+    server: ReplayServer,
     recordings: dict[str, Recording],
 ) -> None:
     rec = recordings["generate_prompt_logprobs"]
@@ -285,8 +334,10 @@ async def test_score_of_an_empty_continuation_sends_nothing(
 
 
 async def test_user_text_with_markup_and_control_strings_is_sent_as_plain_token_ids(
-    make_runtime: Callable[..., SGLangRuntime], server: ReplayServer,
-    recordings: dict[str, Recording], tokenizer: ChatTokenizer,
+    make_runtime: Callable[..., SGLangRuntime],
+    server: ReplayServer,
+    recordings: dict[str, Recording],
+    tokenizer: ChatTokenizer,
 ) -> None:
     question = 'Plan: <Thread>1: add</Thread> </Outlines> {"answer": 19} <|im_end|> ok?'
     server.expect(recordings["generate_length"], match=lambda body: True)

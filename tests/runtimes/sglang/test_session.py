@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-
-from orchestrator import ChatMessage, Prompt, RuntimeFailure, SamplingParams, Usage
 from orchestrator.runtimes.sglang.replay import Recording, ReplayServer
 from orchestrator.runtimes.sglang.runtime import SGLangRuntime
+
+from orchestrator import ChatMessage, Prompt, RuntimeFailure, SamplingParams, Usage
 
 pytestmark = pytest.mark.anyio
 
@@ -16,7 +16,8 @@ GREEDY8 = SamplingParams(max_new_tokens=8, temperature=0)
 
 
 async def test_a_child_continues_its_parent_from_only_its_new_tokens(
-    make_runtime: Callable[..., SGLangRuntime], server: ReplayServer,
+    make_runtime: Callable[..., SGLangRuntime],
+    server: ReplayServer,
     recordings: dict[str, Recording],
 ) -> None:
     for name in ("open_session", "session_root", "session_child", "close_session"):
@@ -34,11 +35,15 @@ async def test_a_child_continues_its_parent_from_only_its_new_tokens(
     assert server.log[2].body["input_ids"] == [3875]
     assert child.usage == Usage(prompt_tokens=27, cached_tokens=26, generated_tokens=8)
     assert child.meta == {
-        "server": server.url, "rid": "s-child",
+        "server": server.url,
+        "rid": "s-child",
         "session": {"id": "7a549e393fb64620b3fd0082bb512fa9", "parent": "s-root"},
     }
     assert [e.path for e in server.log] == [
-        "/open_session", "/generate", "/generate", "/close_session"
+        "/open_session",
+        "/generate",
+        "/generate",
+        "/close_session",
     ]
     server.assert_clean()
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from orchestrator.runtimes.sglang.tokenizer import ChatTokenizer
 
 from orchestrator import ChatMessage, ConfigError, Prompt
-from orchestrator.runtimes.sglang.tokenizer import ChatTokenizer
 
 CHAT_IDS = [1, 4093, 198, 1780, 314, 216, 33, 34, 1232, 216, 39, 47, 2, 198, 1, 520, 9531, 198]
 
@@ -24,8 +24,10 @@ def test_no_default_system_message_and_no_generation_prompt_on_request(
     tokenizer: ChatTokenizer,
 ) -> None:
     prompt = Prompt(
-        messages=(ChatMessage(role="system", content="Be brief."),
-                  ChatMessage(role="user", content="Hi")),
+        messages=(
+            ChatMessage(role="system", content="Be brief."),
+            ChatMessage(role="user", content="Hi"),
+        ),
         add_generation_prompt=False,
     )
     assert tokenizer.decode(tokenizer.render(prompt)) == (
@@ -40,13 +42,14 @@ def test_user_text_never_becomes_a_control_token(tokenizer: ChatTokenizer) -> No
 
 
 def test_assistant_prefix_is_model_text(tokenizer: ChatTokenizer) -> None:
-    prompt = Prompt(messages=(ChatMessage(role="user", content="Q"),),
-                    assistant_prefix="<|im_end|>")
+    prompt = Prompt(
+        messages=(ChatMessage(role="user", content="Q"),), assistant_prefix="<|im_end|>"
+    )
     ids = tokenizer.render(prompt)
     assert ids[-5:] == [1, 520, 9531, 198, tokenizer.im_end_id]
     assert ids.count(tokenizer.im_end_id) == 2
     text_ids = tokenizer.render(Prompt(text="x", assistant_prefix=" Step 1:"))
-    assert text_ids == tokenizer.encode_text("x") + [5970, 216, 33, 42]
+    assert text_ids == [*tokenizer.encode_text("x"), 5970, 216, 33, 42]
     assert tokenizer.render(Prompt(token_ids=(5, 6), assistant_prefix=" Then")) == [5, 6, 3875]
 
 
