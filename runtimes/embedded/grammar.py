@@ -7,18 +7,22 @@ Only API shared by xgrammar 0.2.1 (the GPU machine) and current releases is used
 ``allocate_token_bitmask`` and ``apply_token_bitmask_inplace``. A matcher is rebuilt by
 replaying its accepted tokens rather than with ``fork``/``rollback`` (whose signatures moved
 between releases): a fork or a dropped range costs one replay, microseconds per token.
+xgrammar is imported on first use: it takes a second to import, and most runs never
+constrain anything.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import xgrammar as xgr
 
 from orchestrator import Grammar, RequestRejected
+
+if TYPE_CHECKING:
+    import xgrammar as xgr
 
 __all__ = ["GrammarCompiler", "GrammarState"]
 
@@ -29,6 +33,8 @@ class GrammarCompiler:
     """Compiles and caches grammars for one tokenizer (one per runtime)."""
 
     def __init__(self, hf_tokenizer: Any, vocab_size: int, stop_token_ids: Sequence[int]) -> None:
+        import xgrammar as xgr
+
         info = xgr.TokenizerInfo.from_huggingface(
             hf_tokenizer, vocab_size=vocab_size, stop_token_ids=list(stop_token_ids)
         )
@@ -62,6 +68,9 @@ class GrammarState:
     """A matcher plus the tokens it accepted (to replay it after a fork or a drop)."""
 
     def __init__(self, grammar: Grammar, compiled: xgr.CompiledGrammar, vocab_size: int) -> None:
+        import xgrammar as xgr
+
+        self._xgr = xgr
         self.grammar = grammar
         self._compiled = compiled
         self._vocab_size = vocab_size
@@ -88,7 +97,7 @@ class GrammarState:
 
     def replay(self, token_ids: Sequence[int]) -> None:
         """Reset the matcher to the state after ``token_ids``."""
-        self._matcher = xgr.GrammarMatcher(self._compiled)
+        self._matcher = self._xgr.GrammarMatcher(self._compiled)
         self.accepted = []
         if not self.accepts(list(token_ids)):
             raise ValueError("replayed tokens no longer match the grammar")
@@ -100,6 +109,6 @@ class GrammarState:
 
     def mask(self, logits: torch.Tensor) -> None:
         """Set the logits of tokens the grammar forbids next to -inf, in place. # logits: [V]"""
-        bitmask = xgr.allocate_token_bitmask(1, self._vocab_size)
+        bitmask = self._xgr.allocate_token_bitmask(1, self._vocab_size)
         self._matcher.fill_next_token_bitmask(bitmask, 0)
-        xgr.apply_token_bitmask_inplace(logits.view(1, -1), bitmask)
+        self._xgr.apply_token_bitmask_inplace(logits.view(1, -1), bitmask)

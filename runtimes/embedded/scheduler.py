@@ -51,6 +51,7 @@ class Scheduler:
         self.waiting: collections.deque[Sequence] = collections.deque()
         self.running: list[Sequence] = []
         self.num_steps = 0
+        self.num_preemptions = 0
         self._watermark = max(1, len(blocks.blocks) // 100)
 
     @property
@@ -143,6 +144,7 @@ class Scheduler:
         return kept
 
     def preempt(self, seq: Sequence) -> None:
+        self.num_preemptions += 1
         self.running.remove(seq)
         self.release_blocks(seq)
         seq.num_computed = seq.num_cached = 0
