@@ -33,7 +33,7 @@ def request(prompt: str | list[int] = "Tell me a story", **sampling: object) -> 
 
 async def test_prompt_longer_than_the_context(runtime: EmbeddedRuntime) -> None:
     with pytest.raises(
-        ContextOverflow, match="^prompt of 2048 tokens exceeds the model's context of 2048 tokens$"
+        ContextOverflow, match=r"^prompt of 2048 tokens exceeds the model's context of 2048 tokens$"
     ):
         await runtime.generate([request([5] * 2048)])
     assert runtime.statistics().blocks_in_use == 0
@@ -49,7 +49,7 @@ async def test_generation_is_capped_at_the_context(runtime: EmbeddedRuntime) -> 
 async def test_bad_prompts_are_rejected(make_runtime: Callable[..., EmbeddedRuntime]) -> None:
     runtime = make_runtime(kv_cache_bytes=64 * 2048)  # 64 blocks of 4 tokens
     with pytest.raises(
-        RequestRejected, match="^runtime 'orchestrator.embedded': the prompt is empty$"
+        RequestRejected, match=r"^runtime 'orchestrator\.embedded': the prompt is empty$"
     ):
         await runtime.generate([request([])])
     with pytest.raises(RequestRejected, match="token id 49152 is outside the vocabulary of 49152"):
@@ -89,7 +89,7 @@ def test_unknown_model_path(tmp_path: Path) -> None:
         ConfigError, match=f"^model: model path {tmp_path / 'nope'} does not exist$"
     ):
         EmbeddedRuntime.from_pretrained(str(tmp_path / "nope"))
-    with pytest.raises(ConfigError, match="has no config.json: not a Hugging Face model directory"):
+    with pytest.raises(ConfigError, match=r"has no config\.json: not a Hugging Face model directory"):
         EmbeddedRuntime.from_pretrained(str(tmp_path))
 
 
@@ -109,13 +109,13 @@ def test_corrupt_weights(tmp_path: Path, tiny_model_dir: Path) -> None:
 
 
 def test_bad_engine_options(tiny_model_dir: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown option.s. bogus"):
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) bogus"):
         EmbeddedRuntime.from_pretrained(str(tiny_model_dir), bogus=1)
     with pytest.raises(
-        ConfigError, match="unknown attention backend 'flash' .known: sdpa, segment."
+        ConfigError, match=r"unknown attention backend 'flash' \(known: sdpa, segment\)"
     ):
         EmbeddedRuntime.from_pretrained(str(tiny_model_dir), attention="flash")
-    with pytest.raises(ConfigError, match="^layers: must be between 1 and 2, got 3$"):
+    with pytest.raises(ConfigError, match=r"^layers: must be between 1 and 2, got 3$"):
         EmbeddedRuntime.from_pretrained(str(tiny_model_dir), layers=3)
 
 
