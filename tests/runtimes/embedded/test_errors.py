@@ -89,7 +89,9 @@ def test_unknown_model_path(tmp_path: Path) -> None:
         ConfigError, match=f"^model: model path {tmp_path / 'nope'} does not exist$"
     ):
         EmbeddedRuntime.from_pretrained(str(tmp_path / "nope"))
-    with pytest.raises(ConfigError, match=r"has no config\.json: not a Hugging Face model directory"):
+    with pytest.raises(
+        ConfigError, match=r"has no config\.json: not a Hugging Face model directory"
+    ):
         EmbeddedRuntime.from_pretrained(str(tmp_path))
 
 
