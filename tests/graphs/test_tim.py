@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from orchestrator.graphs.tim.config import TimConfig, system_prompt
 
 from orchestrator import (
     ChatMessage,
@@ -17,7 +18,6 @@ from orchestrator import (
     ToolSpec,
     hookimpl,
 )
-from orchestrator.graphs.tim.config import TimConfig, system_prompt
 from orchestrator.testing import ScriptedRuntime
 
 pytestmark = pytest.mark.anyio
@@ -135,7 +135,8 @@ async def test_the_structure_becomes_nodes() -> None:
         (
             L11,
             "subtasks",
-            '[{"thought": "T111", "conclusion": "C111"}, {"thought": "T112", "conclusion": "C112"}]',
+            '[{"thought": "T111", "conclusion": "C111"}, '
+            '{"thought": "T112", "conclusion": "C112"}]',
         ),
         ("r.0.0.1.0.1.0", "task", ""),
         ("r.0.0.1.0.1.0.0", "thought", "T111"),

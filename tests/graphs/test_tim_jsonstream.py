@@ -7,7 +7,6 @@ import json
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from orchestrator.graphs.tim.jsonstream import JsonEvent, JsonStream, JsonStreamError
 
 DOC = (

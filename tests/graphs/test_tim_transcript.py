@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-
 from orchestrator.graphs.tim.transcript import Edit, Transcript, token_pieces
 
 pytestmark = pytest.mark.anyio
