@@ -5,7 +5,9 @@ delimiter, or a whole solution), concurrently → the round's children are score
 the strategy observes them → until it is done, a budget runs out, or ``max_rounds``.
 
 Children's prompts are token ids: the rendered question plus the exact tokens of the path,
-so runtimes with prefix sharing reuse the path's KV and no text is re-tokenized. A path is
+so runtimes with prefix sharing reuse the path's KV and no text is re-tokenized (with
+``context=text``, the path goes as text, for runtimes with different tokenizers; with a
+memory plugin, the memory builds the prompt and observes each finished child). A path is
 finished when its last step hits EOS, states a final answer (``\\boxed{}``, ``####``), or
 reaches ``max_solution_tokens``.
 """
@@ -138,7 +140,10 @@ class SearchGraph:
                 include_stop=True,
                 logprobs=config.record_logprobs,
             )
-            if config.context == "text":
+            memory = ctx.component("memory")
+            if memory is not None:  # the memory builds the context (e.g. a sliding window)
+                prompt = await memory.context(child, ctx)
+            elif config.context == "text":
                 prompt = self._question_prompt(ctx, "".join(n.text for n in path))
             else:
                 prompt = Prompt(token_ids=tuple(base + path_ids))
@@ -148,6 +153,8 @@ class SearchGraph:
             text = "".join(n.text for n in path) + child.text
             if completion.logprobs is not None:
                 child.scores["logprob"] = sum(completion.logprobs)
+            if memory is not None:
+                await memory.observe(child, ctx)
             attrs = child.attrs
             assert attrs is not None
             eos = (
