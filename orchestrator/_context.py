@@ -282,7 +282,7 @@ class RunContext:
             try:
                 completion = await handle.generate(sampling)
             except BaseException as exc:
-                generated = max(0, len(handle.token_ids) - before)
+                generated = _grown(handle, before, sampling)
                 node.usage = node.usage + Usage(generated_tokens=generated)
                 self._settle(granted, generated)
                 if span is not None:
@@ -290,10 +290,7 @@ class RunContext:
                     span.set_attribute("error.type", type(exc).__name__)
                     span.end()
                 raise
-            generated = max(len(completion.token_ids), len(handle.token_ids) - before)
-            stop = completion.matched_stop
-            if isinstance(stop, int) and completion.token_ids[-1:] != [stop]:
-                generated += 1  # a stop token (EOS) the completion trimmed was generated too
+            generated = max(len(completion.token_ids), _grown(handle, before, sampling))
             stop = completion.matched_stop
             if isinstance(stop, int) and completion.token_ids[-1:] != [stop]:
                 generated += 1  # a stop token (EOS) the completion trimmed was generated too
@@ -444,6 +441,12 @@ class RunContext:
                 field="scorer",
             )
         return [float(s) for s in scores]
+
+
+def _grown(handle: SequenceHandle, before: int, sampling: SamplingParams) -> int:
+    """Tokens the handle gained during a call, at most what the call could produce: a view
+    also grows while it generates, as the segments it reads grow (Hogwild! workers)."""
+    return max(0, min(len(handle.token_ids) - before, sampling.max_new_tokens))
 
 
 async def _stream_collect(
