@@ -1,0 +1,1 @@
+"""Retrievers: documents for grounding (``orchestrator_add_retrievers``)."""
