@@ -14,7 +14,7 @@ import argparse
 import json
 import operator
 import time
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
 import anyio
 from opentelemetry.sdk.trace import TracerProvider
@@ -24,6 +24,13 @@ from pydantic import BaseModel, ConfigDict
 
 from orchestrator import GraphSpec, Node, Orchestrator, RunContext, hookimpl
 from orchestrator.testing import ScriptedRuntime
+
+
+class State(TypedDict):
+    """LangGraph state: the node's level, and a visit counter summed over branches."""
+
+    level: int
+    visited: Annotated[int, operator.add]
 
 
 class TreeConfig(BaseModel):
@@ -107,29 +114,22 @@ def run_ours(fanout: int, depth: int, provider: TracerProvider | None) -> None:
 def langgraph_per_node_us(fanout: int, depth: int, repeats: int) -> float | None:
     """The same tree in LangGraph: each node fans out with ``Send`` to its children."""
     try:
-        from typing import Annotated, TypedDict
-
-        from langgraph.graph import END, START, StateGraph
-        from langgraph.types import Send
+        from langgraph.graph import START, StateGraph
+        from langgraph.types import Command, Send
     except ImportError:
         return None
 
-    class State(TypedDict):
-        level: int
-        visited: Annotated[int, operator.add]
+    # LangGraph reads these functions' type hints at runtime, so they name only module types.
+    def children(level: int) -> Any:
+        return [Send("node", {"level": level + 1, "visited": 0}) for _ in range(fanout)]
 
-    def expand(state: State) -> list[Send] | str:
-        if state["level"] >= depth:
-            return END
-        return [Send("node", {"level": state["level"] + 1, "visited": 0}) for _ in range(fanout)]
-
-    def node(state: State) -> dict[str, int]:
-        return {"visited": 1}
+    def node(state: State) -> Any:
+        level = state["level"]
+        return Command(update={"visited": 1}, goto=children(level) if level < depth else [])
 
     builder = StateGraph(State)
     builder.add_node("node", node)
-    builder.add_conditional_edges(START, expand)
-    builder.add_conditional_edges("node", expand)
+    builder.add_conditional_edges(START, lambda state: children(0))
     graph = builder.compile()
     expected = num_nodes(fanout, depth)
 
