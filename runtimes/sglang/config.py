@@ -10,7 +10,9 @@ Options (query parameters of the spec; every one optional, an unknown one is an 
   ``max_connections`` (256 per server), ``cooldown_s`` (30: a failed server is skipped).
 - ``affinity``: ``auto`` (the ``request_id`` before ``affinity_sep`` when it has one, else a
   hash of the first ``affinity_tokens`` prompt tokens), ``request`` or ``prompt``.
-- ``fanout`` (true) and ``min_prefix_tokens`` (32): prefill a batch's shared prefix first.
+- ``fanout`` (true) and ``min_prefix_tokens`` (32): prefill the prefix shared by requests
+  that arrive together (a batch, or a fork's concurrent calls) before sending them;
+  ``fanout_window_s`` (0): how long to wait for more of them after two event-loop turns.
 - ``entropy_top_k`` (20): top logprobs requested to approximate entropies.
 - ``deterministic`` (false): declare ``DETERMINISTIC_SAMPLING``; only true when the server
   runs with ``--enable-deterministic-inference`` (then ``sampling_seed`` fixes the tokens).
@@ -54,6 +56,7 @@ class SGLangConfig(BaseModel):
     affinity_tokens: int = Field(64, ge=1)
     fanout: bool = True
     min_prefix_tokens: int = Field(32, ge=1)
+    fanout_window_s: float = Field(0.0, ge=0)
     entropy_top_k: int = Field(20, ge=1)
     deterministic: bool = False
     grammar: bool = True

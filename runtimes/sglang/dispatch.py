@@ -3,8 +3,9 @@
 The runtime turns requests into :class:`Job` s (a body, its token ids, an affinity key and a
 ``rid``); the :class:`Dispatcher` decides how they travel:
 
-- a batch is planned with :func:`.fanout.plan_fanout`; a group's shared prefix is prefilled
-  (``max_new_tokens=0``) before its members are sent together, on the group's server;
+- every job, of a batch or alone, generated or streamed, first joins the fan-out window of
+  its affinity key (:class:`.fanout.PrefixCoalescer`): a prefix it shares with jobs that
+  arrived with it is prefilled (``max_new_tokens=0``) before they are all sent;
 - each job runs through :meth:`.pool.ServerPool.run`, so it fails over to another server
   when its server is unavailable; a finished job is never resent;
 - a job cancelled while in flight is aborted on its server (``/abort_request``), under a
@@ -26,7 +27,7 @@ import anyio
 from orchestrator import OrchestratorError, RuntimeFailure, RuntimeUnavailable
 
 from .convert import usage_from_meta
-from .fanout import FanoutGroup, plan_fanout
+from .fanout import PrefixCoalescer
 from .pool import Backend, Failover, ServerPool
 
 __all__ = ["Dispatcher", "Done", "Job", "SGLangStatistics"]
@@ -104,11 +105,20 @@ class Dispatcher:
     """Sends jobs to a :class:`ServerPool` (see the module docstring)."""
 
     def __init__(
-        self, pool: ServerPool, *, fanout: bool, min_prefix_tokens: int, abort_timeout_s: float
+        self,
+        pool: ServerPool,
+        *,
+        fanout: bool,
+        min_prefix_tokens: int,
+        abort_timeout_s: float,
+        window_s: float = 0.0,
     ) -> None:
         self.pool = pool
-        self._fanout = fanout
-        self._min_prefix_tokens = min_prefix_tokens
+        self._coalescer = (
+            PrefixCoalescer(min_prefix_tokens=min_prefix_tokens, window_s=window_s)
+            if fanout
+            else None
+        )
         self._abort_timeout_s = abort_timeout_s
         self._in_flight: dict[str, Backend | None] = {}
         self._counters = _Counters()
@@ -140,41 +150,15 @@ class Dispatcher:
     async def run(self, jobs: Sequence[Job]) -> list[Done]:
         """Send every job; results in job order.
 
-        All jobs run to completion even if one fails, so that a batch's outcome does not
-        depend on timing; then the first failure (in job order) is raised.
+        The jobs start together, so the fan-out window sees them as one group. All run to
+        completion even if one fails, so that a batch's outcome does not depend on timing;
+        then the first failure (in job order) is raised.
         """
         done: list[Done | None] = [None] * len(jobs)
         errors: dict[int, OrchestratorError] = {}
-        rids = [self.claim_rid(job.wanted_rid) for job in jobs]
-        if self._fanout:
-            groups = plan_fanout(
-                [j.ids for j in jobs],
-                [j.key for j in jobs],
-                min_prefix_tokens=self._min_prefix_tokens,
-            )
-        else:
-            groups = [FanoutGroup(key=j.key, members=(i,)) for i, j in enumerate(jobs)]
-        try:
-            async with anyio.create_task_group() as tg:
-                for group in groups:
-                    members = [jobs[i] for i in group.members]
-                    caps = [len(group.prefix_ids)] + [
-                        m.prefix_cap for m in members if m.prefix_cap is not None
-                    ]
-                    prefix = list(group.prefix_ids[: min(caps)])
-                    tg.start_soon(
-                        self._run_group,
-                        group.key,
-                        prefix,
-                        group.members,
-                        jobs,
-                        rids,
-                        done,
-                        errors,
-                    )
-        finally:
-            for rid in rids:
-                self.release_rid(rid)
+        async with anyio.create_task_group() as tg:
+            for index, job in enumerate(jobs):
+                tg.start_soon(self._run_member, index, job, done, errors)
         if errors:
             first = errors[min(errors)]
             if len(errors) > 1:
@@ -182,53 +166,38 @@ class Dispatcher:
             raise first
         return [d for d in done if d is not None]
 
-    async def _run_group(
-        self,
-        key: str,
-        prefix: list[int],
-        members: Sequence[int],
-        jobs: Sequence[Job],
-        rids: Sequence[str],
-        done: list[Done | None],
-        errors: dict[int, OrchestratorError],
-    ) -> None:
-        prefill = None
-        if len(prefix) >= self._min_prefix_tokens and len(members) > 1:
-            try:
-                prefill = await self._prefill(key, prefix, shared_by=len(members))
-            except OrchestratorError as exc:
-                for index in members:
-                    errors[index] = exc
-                return
-        async with anyio.create_task_group() as tg:
-            for index in members:
-                tg.start_soon(
-                    self._run_member, index, jobs[index], rids[index], prefill, done, errors
-                )
-
     async def _run_member(
         self,
         index: int,
         job: Job,
-        rid: str,
-        prefill: dict[str, Any] | None,
         done: list[Done | None],
         errors: dict[int, OrchestratorError],
     ) -> None:
+        rid = self.claim_rid(job.wanted_rid)
         body = {**job.body, "rid": rid}
         try:
+            prefill = await self._coalesce(job)
             output, backend, failovers = await self.pool.run(
                 job.key, lambda backend: self._send(backend, body, rid)
             )
         except OrchestratorError as exc:
             errors[index] = exc
             return
+        finally:
+            self.release_rid(rid)
         self._counters.failovers += len(failovers)
         done[index] = Done(
             output=output, server=backend.url, rid=rid, failovers=failovers, prefill=prefill
         )
 
-    async def _prefill(self, key: str, prefix: list[int], *, shared_by: int) -> dict[str, Any]:
+    async def _coalesce(self, job: Job) -> dict[str, Any] | None:
+        if self._coalescer is None:
+            return None
+        return await self._coalescer.join(
+            job.key, job.ids, self._prefill, prefix_cap=job.prefix_cap
+        )
+
+    async def _prefill(self, key: str, prefix: list[int], shared_by: int) -> dict[str, Any]:
         rid = self.claim_rid(None)
         body = {"input_ids": prefix, "sampling_params": {"max_new_tokens": 0}, "rid": rid}
         try:
@@ -279,6 +248,7 @@ class Dispatcher:
         rid = self.claim_rid(job.wanted_rid)
         body = {**job.body, "rid": rid}
         try:
+            await self._coalesce(job)
             for backend in self.pool.ranked(job.key):
                 self._in_flight[rid] = backend
                 self._counters.requests += 1

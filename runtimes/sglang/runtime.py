@@ -92,6 +92,7 @@ class SGLangRuntime:
             fanout=self.config.fanout,
             min_prefix_tokens=self.config.min_prefix_tokens,
             abort_timeout_s=self.config.abort_timeout_s,
+            window_s=self.config.fanout_window_s,
         )
 
     @classmethod

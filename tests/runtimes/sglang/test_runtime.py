@@ -21,6 +21,7 @@ from orchestrator import (
     ChatMessage,
     ContextOverflow,
     GenerateRequest,
+    GenerateResult,
     Grammar,
     Prompt,
     SamplingParams,
@@ -352,3 +353,48 @@ async def test_user_text_with_markup_and_control_strings_is_sent_as_plain_token_
         f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
     )
     assert tokenizer.decode(ids[1 : ids.index(tokenizer.im_end_id)]) == "user\n" + question
+
+
+async def test_a_forks_separate_concurrent_calls_also_prefill_their_prefix_first(
+    make_runtime: Callable[..., SGLangRuntime],
+    server: ReplayServer,
+    recordings: dict[str, Recording],
+) -> None:
+    # The executor calls a runtime once per node: a fork's children arrive as separate calls.
+    prefix = prefix_ids(recordings)
+    for name in ("prefill_only", "fanout_child_cached", "error_prompt_too_long"):
+        server.expect(recordings[name])
+    runtime = make_runtime(server)
+    child = GenerateRequest(
+        prompt=[*prefix, 5970, 216, 33, 42],
+        request_id="t/c1",
+        sampling=SamplingParams(max_new_tokens=8, temperature=0.8, seed=1),
+    )
+    too_long = GenerateRequest(
+        prompt=(prefix * 20)[:2100], request_id="t/c2", sampling=SamplingParams(max_new_tokens=4)
+    )
+    results: list[GenerateResult] = []
+    errors: list[ContextOverflow] = []
+
+    async def call(request: GenerateRequest) -> None:
+        try:
+            results.extend(await runtime.generate([request]))
+        except ContextOverflow as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call, child)
+        tg.start_soon(call, too_long)
+    assert server.log[0].answered_by == "prefill_only"
+    [result] = results
+    assert result.usage.cached_tokens == 128
+    assert result.meta["prefix_prefill"] == {
+        "server": server.url,
+        "rid": server.log[0].body["rid"],
+        "prefix_tokens": 128,
+        "shared_by": 2,
+        "prompt_tokens": 128,
+        "cached_tokens": 127,
+    }
+    assert len(errors) == 1
+    server.assert_clean()
