@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator import AnswerAttrs, Node, TaskAttrs, ToolUseAttrs
+from orchestrator import AnswerAttrs, BudgetExhausted, Node, TaskAttrs, ToolUseAttrs
 
 from .jsonstream import JsonEvent, Path
 
@@ -54,6 +54,10 @@ class ResponseAttrs(BaseModel):
     driver: Literal["decode", "fields"] = "decode"
     peak_kv_tokens: int = 0
     reencoded_tokens: list[int] = Field(default_factory=list)
+
+
+class _Interrupted(BaseException):
+    """Closes a node that an error elsewhere interrupted: the node ends cancelled."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,16 +129,31 @@ class Builder:
                 await self._on_end(role, event)
 
     async def close_all(self, exc: BaseException | None = None) -> bool:
-        """Close every open node (innermost first), with ``exc`` when unwinding; True if a
-        node's scope swallowed ``exc`` (a cancelled subtree)."""
+        """Close every open node, innermost first; True if a node's scope swallowed ``exc``.
+
+        An error is the response's, not the innermost field's: open nodes are closed as
+        cancelled (the error reaches the ``response`` node, which records it), while a
+        cancellation or a budget stop passes through each scope as it is (a cancelled
+        subtree's own scope swallows its cancellation).
+        """
         swallowed = False
         while self._open:
             _, _, scope = self._open.pop()
             if exc is None:
                 await scope.__aexit__(None, None, None)
+            elif isinstance(exc, Exception) and not isinstance(exc, BudgetExhausted):
+                interrupted = _Interrupted()
+                await scope.__aexit__(_Interrupted, interrupted, None)
             elif await scope.__aexit__(type(exc), exc, exc.__traceback__):
                 swallowed, exc = True, None
         return swallowed
+
+    def open_task(self) -> tuple[Path, Node] | None:
+        """The innermost open task: its path and node."""
+        for path, node, _ in reversed(self._open):
+            if node.kind == "task":
+                return path, node
+        return None
 
     # -- events ----------------------------------------------------------------------------
 

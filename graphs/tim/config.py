@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,6 +30,8 @@ class TimConfig(BaseModel):
     tools: list[str] | None = None
     #: Forced top-level tasks (see :class:`TaskShape`); ``None``: the free recursive schema.
     shape: list[TaskShape] | None = None
+    #: ``compact``: JSON without optional whitespace (EBNF from xgrammar); ``any``: the schema.
+    whitespace: Literal["compact", "any"] = "compact"
     #: ``maxLength`` of every free-text field; ``None``: unbounded.
     max_field_chars: int | None = Field(None, ge=1)
     #: Generated tokens for the whole response.

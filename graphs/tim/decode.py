@@ -16,8 +16,11 @@ stopping token past the key is kept if it is only the colon, else cut off again.
 
 from __future__ import annotations
 
-from orchestrator import Capability, Grammar, Prompt, SamplingParams
+import re
 
+from orchestrator import Capability, Prompt, SamplingParams
+
+from .schema import grammar_for, shape_at
 from .session import Session
 
 __all__ = ["CONCLUSION_STOP", "TOOL_STOP", "decode"]
@@ -29,7 +32,11 @@ CONCLUSION_STOP = '"conclusion"'
 async def decode(session: Session, schema: dict[str, object]) -> None:
     """Generate the whole response on one handle; the handle is released on every path."""
     ctx, rt, transcript = session.ctx, session.rt, session.transcript
-    grammar = Grammar(json_schema=schema) if Capability.GRAMMAR in rt.capabilities else None
+    grammar = (
+        grammar_for(schema, session.config.whitespace)
+        if Capability.GRAMMAR in rt.capabilities
+        else None
+    )
     handle = await rt.open_sequence(Prompt(token_ids=tuple(transcript.token_ids)))  # type: ignore[attr-defined]
     session.handle = handle
     generated, call = 0, 0
@@ -61,6 +68,16 @@ async def decode(session: Session, schema: dict[str, object]) -> None:
                     await _inject_result(session, text[cut:], start + cut)
                 else:
                     await session.parse(text[cut:])
+            elif (
+                completion.matched_stop == CONCLUSION_STOP
+                and (member := _last_member(text, CONCLUSION_STOP)) is not None
+            ):
+                await session.parse(text[:member])
+                if _misses_forced_list(session):
+                    await transcript.retract(start + member, handle)
+                    await session.insert(', "subtasks": [')
+                else:
+                    await session.parse(text[member:])
             else:
                 await session.parse(text)
             await session.observe_closed_lists()
@@ -89,3 +106,22 @@ async def _inject_result(session: Session, overshoot: str, key_end: int) -> None
     # The stopping token ran into the value: cut back to the key and write the colon here.
     await session.transcript.retract(key_end, session.handle)
     await session.insert(": " + result)
+
+
+def _last_member(text: str, key: str) -> int | None:
+    """Where the last ``, "key"`` member of ``text`` starts (at its comma)."""
+    matches = list(re.finditer(r",\s*" + re.escape(key), text))
+    return matches[-1].start() if matches else None
+
+
+def _misses_forced_list(session: Session) -> bool:
+    """Whether the open task is about to conclude without the subtask list its shape forces
+    (the grammar leaves forced lists optional, see :mod:`.schema`)."""
+    task = session.builder.open_task()
+    if task is None:
+        return False
+    path, node = task
+    shape = shape_at(session.config.shape, path)
+    if shape is None or shape.subtasks is None:
+        return False
+    return all(child.kind != "subtasks" for child in session.ctx.graph.children(node.id))

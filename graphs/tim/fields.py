@@ -25,7 +25,7 @@ from orchestrator import (
     SamplingParams,
 )
 
-from .schema import TaskShape, string_schema
+from .schema import TaskShape, grammar_for, string_schema
 from .session import Session
 
 __all__ = ["FIELDS_FALLBACK", "drive_fields"]
@@ -118,7 +118,8 @@ async def _field(
 
 async def _value(session: Session, schema: dict[str, Any]) -> str:
     """One request for one field's value, under that field's schema; its raw JSON text."""
-    return await _request(session, Grammar(json_schema=schema), session.config.max_field_tokens)
+    grammar = grammar_for(schema, session.config.whitespace)
+    return await _request(session, grammar, session.config.max_field_tokens)
 
 
 async def _choose(session: Session, options: list[str]) -> str:

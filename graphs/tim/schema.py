@@ -11,18 +11,33 @@ A :class:`TaskShape` forces the tree's shape, like the official SDK's
 ``create_task(subtasks=Tuple[...])``: a task with ``subtasks=[...]`` must spawn exactly those
 subtasks, one with ``tool="name"`` must call that tool, and ``subtasks=None``/``tool=None``
 forbid them (used for the forced three-level task of the tests and the benchmark).
+
+A forced ``subtasks`` member is exact when present but *optional in the grammar*: pruning
+removes whole ``subtasks`` members from the live sequence, and a runtime that carries the
+grammar matcher on its handle replays it over what remains (the embedded runtime), which
+must still be valid. The single-decode driver inserts a forced list the model skipped
+(:func:`shape_at` tells it which tasks must have one).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
+import xgrammar
 from pydantic import BaseModel, ConfigDict
 
-from orchestrator import ToolSpec
+from orchestrator import Grammar, ToolSpec
 
-__all__ = ["TaskShape", "document_schema", "string_schema", "tool_use_schema"]
+__all__ = [
+    "TaskShape",
+    "document_schema",
+    "grammar_for",
+    "shape_at",
+    "string_schema",
+    "tool_use_schema",
+]
 
 
 class TaskShape(BaseModel):
@@ -83,10 +98,10 @@ def _shaped_task(
         properties["tooluse"] = tool_use_schema(tools[shape.tool])
         required.append("tooluse")
     if shape.subtasks is not None:
+        # Optional in the grammar (see the module docstring); the list itself is exact.
         properties["subtasks"] = _fixed_array(
             [_shaped_task(s, tools, max_chars) for s in shape.subtasks]
         )
-        required.append("subtasks")
     properties["conclusion"] = string_schema(max_chars)
     required.append("conclusion")
     return _task(properties, required)
@@ -125,3 +140,33 @@ def document_schema(
     if defs is not None:
         schema["$defs"] = defs
     return schema
+
+
+def grammar_for(schema: dict[str, Any], whitespace: Literal["compact", "any"]) -> Grammar:
+    """The decoding constraint for ``schema``.
+
+    ``compact``: xgrammar's own translation of the schema with ``any_whitespace=False``
+    (separators ``", "`` and ``": "``, as ``json.dumps`` writes them), handed to the runtime
+    as EBNF — a JSON-schema constraint lets a small model pad with whitespace forever, and
+    runtimes compile schemas with their own whitespace default. ``any``: the schema itself.
+    """
+    if whitespace == "any":
+        return Grammar(json_schema=schema)
+    compiled = xgrammar.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False)
+    return Grammar(ebnf=str(compiled))
+
+
+def shape_at(shape: Sequence[TaskShape] | None, path: Sequence[str | int]) -> TaskShape | None:
+    """The forced shape of the task at ``path`` (``("reasoning", 0, "subtasks", 1)``), or
+    None without a shape."""
+    if shape is None:
+        return None
+    tasks: Sequence[TaskShape] | None = shape
+    found: TaskShape | None = None
+    for part in path:
+        if isinstance(part, int):
+            if tasks is None or part >= len(tasks):
+                return None
+            found = tasks[part]
+            tasks = found.subtasks
+    return found

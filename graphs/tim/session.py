@@ -68,6 +68,8 @@ class Session:
         """Append generated tokens (``before``: the tokens preceding them) to the transcript;
         returns their text (not yet parsed: see :meth:`parse`)."""
         pieces = await token_pieces(self.rt, ids, before)
+        eos = self.rt.eos_token_ids
+        pieces = ["" if token in eos else piece for token, piece in zip(ids, pieces, strict=True)]
         return self.transcript.add(ids, pieces)
 
     async def parse(self, text: str) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+import xgrammar
 from orchestrator.graphs.tim.fields import FIELDS_FALLBACK
 
 from orchestrator import Capability, Orchestrator, RunResult, ToolSpec, hookimpl
@@ -64,7 +66,7 @@ SHAPE = [{"subtasks": [{"tool": "mul"}, {}]}]
 
 
 async def test_a_forced_shape_is_written_one_field_request_at_a_time() -> None:
-    result, rt = await tim(SHAPED_OUTPUTS, graph_options={"shape": SHAPE})
+    result, rt = await tim(SHAPED_OUTPUTS, graph_options={"shape": SHAPE, "whitespace": "any"})
     assert result.fallbacks == [FIELDS_FALLBACK]
     assert result.graph["r.0"].text == SHAPED
     assert result.answer == "42"
@@ -109,7 +111,7 @@ async def test_the_model_chooses_the_structure_with_regex_requests() -> None:
         "]",
         '"6"',
     ]
-    result, rt = await tim(outputs)
+    result, rt = await tim(outputs, graph_options={"whitespace": "any"})
     assert result.graph["r.0"].text == (
         '{"reasoning": [{"thought": "t", "tooluse": {"tool_name": "add", "parameters": '
         '{"a": 2, "b": 3}, "tool_result": {"result": 6}}, "conclusion": "c"}], "answer": "6"}'
@@ -135,3 +137,14 @@ async def test_without_grammar_the_decode_runs_unconstrained_and_says_so() -> No
     assert result.fallbacks == ["tim: runtime without grammar; the JSON is decoded unconstrained"]
     assert result.graph["r.0"].text == doc
     assert all(c.sampling is None or c.sampling.grammar is None for c in rt.calls)
+
+
+async def test_compact_whitespace_hands_the_runtime_xgrammar_ebnf() -> None:
+    _, rt = await tim(SHAPED_OUTPUTS, graph_options={"shape": SHAPE})
+    first = rt.calls[0].sampling
+    assert first is not None and first.grammar is not None
+    assert first.grammar.json_schema is None
+    expected = xgrammar.Grammar.from_json_schema(
+        json.dumps({"type": "string"}), any_whitespace=False
+    )
+    assert first.grammar.ebnf == str(expected)
