@@ -47,6 +47,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def _live_group_members(pgid: int) -> list[int]:
+    """Pids in process group ``pgid`` that are not zombies (read from ``/proc``)."""
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == pgid and state != "Z":
+            live.append(int(stat.parent.name))
+    return live
+
+
 class SGLangServer:
     """One ``sglang.launch_server`` process (see the module docstring).
 
@@ -169,6 +183,7 @@ class SGLangServer:
                 process.wait()
         # Children that ignored SIGTERM while the leader exited: the group still exists.
         self._signal_group(signal.SIGKILL)
+        self._wait_group_gone(process.pid)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -225,6 +240,13 @@ class SGLangServer:
         assert self.process is not None
         with contextlib.suppress(ProcessLookupError):  # the whole group is gone already
             os.killpg(self.process.pid, sig)
+
+    def _wait_group_gone(self, pgid: int) -> None:
+        """Wait (up to ``stop_timeout_s``) until no live process is left in the group: a
+        signalled process dies asynchronously. Linux only (``/proc``); elsewhere, no wait."""
+        deadline = time.monotonic() + self.stop_timeout_s
+        while _live_group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _check_alive(self) -> None:
         assert self.process is not None, "start() first"
