@@ -70,6 +70,8 @@ class SearchConfig(BaseModel):
     record_logprobs: bool = False
     default_strategy: str = "best_of_n"
     default_scorer: str = "answer_match"
+    #: The memory used when the run names none (``coat``: ``associative``).
+    default_memory: str | None = None
 
 
 class SearchGraph:
@@ -140,7 +142,7 @@ class SearchGraph:
                 include_stop=True,
                 logprobs=config.record_logprobs,
             )
-            memory = ctx.component("memory")
+            memory = ctx.component("memory", config.default_memory)
             if memory is not None:  # the memory builds the context (e.g. a sliding window)
                 prompt = await memory.context(child, ctx)
             elif config.context == "text":
