@@ -1,22 +1,24 @@
 """The core's runtime protocol served by one or several SGLang servers.
 
-Prompts are rendered and tokenized here (:mod:`.tokenizer`) and sent as ``input_ids``; a
-batch goes out with prefix-aware fan-out and per-request failover (:mod:`.dispatch`);
+Prompts are rendered and tokenized here (:mod:`.tokenizer`) and sent as ``input_ids``;
+requests go out with prefix-aware fan-out and per-request failover (:mod:`.dispatch`);
 SGLang's answers become completions with usage from ``meta_info`` (:mod:`.convert`).
 
 What the capability flags promise on SGLang:
 
-- ``PREFIX_SHARING``: RadixAttention reuses cached prefixes, and a batch's shared prefix is
-  prefilled once before its members run.
+- ``PREFIX_SHARING``: RadixAttention reuses cached prefixes, and the prefix shared by
+  requests that arrive together (a batch, or a fork's concurrent calls) is prefilled once
+  before they run.
 - ``STREAMING``: tokens arrive as SGLang produces them (server-sent events).
 - ``GRAMMAR`` (unless ``grammar=false``): ``json_schema`` / ``regex`` / ``ebnf`` through the
   server's grammar backend (xgrammar).
 - ``DETERMINISTIC_SAMPLING`` only with ``deterministic=true``, for a server started with
   ``--enable-deterministic-inference``: without it SGLang 0.5.17 does not make sampling
   reproducible by seed.
-- Not ``EXACT_ENTROPY``: entropies are lower bounds from the top-``entropy_top_k`` logprobs
-  (``meta["entropy"]`` says so). No sequence handles, KV range drops or shared segments:
-  graphs take their documented fallbacks.
+- Not ``EXACT_ENTROPY``: entropies are lower bounds from the top-``entropy_top_k`` logprobs.
+  No sequence handles, KV range drops or shared segments: graphs take their documented
+  fallbacks. A result whose entropies are approximate says so in ``meta["fallback"]``,
+  which the executor records in the run.
 
 Usage::
 
@@ -266,9 +268,10 @@ class SGLangRuntime:
         usage = sum((usage_from_meta(o.get("meta_info", {})) for o in outputs), Usage())
         meta = done.meta()
         if request.sampling.return_entropy:
-            meta["entropy"] = (
-                f"approximate: lower bound from the top {self.config.entropy_top_k} "
-                "logprobs, tail mass lumped into one outcome"
+            # The executor records meta["fallback"] as a fallback the run took.
+            meta["fallback"] = (
+                f"sglang: entropies approximated from the top {self.config.entropy_top_k} "
+                "logprobs (a lower bound: no EXACT_ENTROPY)"
             )
         return GenerateResult(
             request_id=request.request_id, completions=completions, usage=usage, meta=meta

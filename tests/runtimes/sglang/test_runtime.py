@@ -398,3 +398,26 @@ async def test_a_forks_separate_concurrent_calls_also_prefill_their_prefix_first
     }
     assert len(errors) == 1
     server.assert_clean()
+
+
+async def test_entropy_requests_top_logprobs_and_reports_the_approximation(
+    make_runtime: Callable[..., SGLangRuntime],
+    server: ReplayServer,
+    recordings: dict[str, Recording],
+) -> None:
+    def asks_for_top_logprobs(body: dict[str, object]) -> bool:
+        return body["return_logprob"] is True and body["top_logprobs_num"] == 20
+
+    # The recorded answer carries 5 top logprobs per position: the approximation uses them.
+    server.expect(recordings["generate_ids_logprobs"], match=asks_for_top_logprobs)
+    runtime = make_runtime(server)
+    sampling = SamplingParams(max_new_tokens=16, temperature=0, return_entropy=True)
+    [result] = await runtime.generate([GenerateRequest(prompt=QUESTION, sampling=sampling)])
+    [completion] = result.completions
+    assert completion.entropies is not None and len(completion.entropies) == 16
+    assert completion.entropies[0] == pytest.approx(1.5480, abs=1e-4)
+    assert (completion.logprobs, completion.top_logprobs) == (None, None)
+    assert result.meta["fallback"] == (
+        "sglang: entropies approximated from the top 20 logprobs (a lower bound: no EXACT_ENTROPY)"
+    )
+    server.assert_clean()
