@@ -16,10 +16,11 @@ Start a server: ``orchestrator sglang serve --model PATH [-- server flags]``, or
     with SGLangServer("/models/smol", port=30000) as server:
         runtime = SGLangRuntime.connect([server.url])
 
-Modules: :mod:`.client` (HTTP, retries, errors), :mod:`.runtime` (the protocol),
-:mod:`.dispatch` and :mod:`.fanout` (prefix-aware fan-out), :mod:`.pool` (affinity,
-failover), :mod:`.session`, :mod:`.launcher`, :mod:`.engine`, :mod:`.replay` (a recorded
-server for tests).
+Modules: :mod:`.client` (HTTP, retries), :mod:`.params` (body validation), :mod:`.errors`,
+:mod:`.sse`, :mod:`.runtime` (the protocol), :mod:`.tokenizer`, :mod:`.convert`,
+:mod:`.scoring`, :mod:`.dispatch` and :mod:`.fanout` (prefix-aware fan-out), :mod:`.pool`
+(affinity, failover), :mod:`.session`, :mod:`.launcher` and :mod:`.cli`, :mod:`.engine`,
+:mod:`.plugin`, :mod:`.recordings` and :mod:`.replay` (a recorded server for tests).
 """
 
 from __future__ import annotations

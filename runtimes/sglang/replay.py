@@ -33,9 +33,8 @@ Usage::
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
@@ -43,85 +42,9 @@ import anyio
 import h11
 from anyio.abc import Listener, SocketAttribute, SocketStream, TaskGroup
 
+from .recordings import Recording, bodies_match, load_recordings
+
 __all__ = ["Exchange", "Recording", "ReplayServer", "bodies_match", "load_recordings"]
-
-_MISSING = object()
-
-
-@dataclass(frozen=True)
-class Recording:
-    """One recorded exchange (the JSON files of ``record.py``)."""
-
-    name: str
-    method: str
-    path: str
-    body: Any
-    status: int
-    content_type: str | None = None
-    json_body: Any = _MISSING
-    text: str | None = None
-    sse_lines: tuple[str, ...] | None = None
-    sglang_version: str | None = None
-
-    @classmethod
-    def from_file(cls, path: Path) -> Recording:
-        data = json.loads(path.read_text())
-        request = data["request"]
-        return cls(
-            name=path.stem,
-            method=request["method"],
-            path=request["path"],
-            body=request["body"],
-            status=data["status"],
-            content_type=data.get("content_type"),
-            json_body=data.get("json", _MISSING),
-            text=data.get("text"),
-            sse_lines=tuple(data["sse_lines"]) if "sse_lines" in data else None,
-            sglang_version=data.get("sglang_version"),
-        )
-
-    @property
-    def response_json(self) -> Any:
-        """The recorded JSON answer (:class:`KeyError` if the answer was not JSON)."""
-        if self.json_body is _MISSING:
-            raise KeyError(f"recording {self.name!r} has no JSON answer")
-        return self.json_body
-
-    def with_body(self, body: Any, *, name: str | None = None) -> Recording:
-        """The same answer to another request body (e.g. an abort of another rid, which
-        0.5.17 answers identically: 200, empty body)."""
-        return replace(self, body=body, name=name or f"{self.name} (body {body!r})")
-
-
-def load_recordings(directory: Path) -> dict[str, Recording]:
-    """Every ``*.json`` recording in ``directory`` (``INDEX.json`` excepted), by name."""
-    return {
-        path.stem: Recording.from_file(path)
-        for path in sorted(directory.glob("*.json"))
-        if path.name != "INDEX.json"
-    }
-
-
-def bodies_match(recorded: Any, live: Any) -> bool:
-    """Exact JSON equality, ``rid`` aside (see the module docstring)."""
-    if isinstance(recorded, Mapping) and isinstance(live, Mapping):
-        live_keys = set(live) - ({"rid"} if "rid" not in recorded else set())
-        if set(recorded) != live_keys:
-            return False
-        return all(_equal(recorded[k], live[k]) for k in recorded)
-    return _equal(recorded, live)
-
-
-def _equal(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return set(a) == set(b) and all(_equal(a[k], b[k]) for k in a)
-    return type(a) is type(b) and a == b
 
 
 @dataclass(frozen=True)
@@ -326,7 +249,7 @@ class ReplayServer:
             return
         if exp.until_abort and isinstance(rid, str):
             await self._aborted(rid).wait()
-        if rec.json_body is not _MISSING:
+        if rec.has_json:
             payload = [json.dumps(rec.json_body).encode()]
         else:
             payload = [(rec.text or "").encode()]

@@ -42,8 +42,6 @@ from orchestrator import (
     GenerateResult,
     GenerationChunk,
     Prompt,
-    RequestRejected,
-    RuntimeFailure,
     ScoreRequest,
     ScoreResult,
     Usage,
@@ -55,6 +53,7 @@ from .convert import StreamAssembler, completion_from_output, usage_from_meta
 from .dispatch import Dispatcher, Done, Job, SGLangStatistics
 from .params import sampling_to_sglang
 from .pool import Backend, ServerPool
+from .scoring import plan_scores
 from .session import SGLangSession
 from .tokenizer import ChatTokenizer
 
@@ -149,35 +148,11 @@ class SGLangRuntime:
                 yield assembler.feed(chunk)
 
     async def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
-        """Teacher-forced logprobs of each continuation, from SGLang's prompt logprobs.
-
-        Each continuation is one request over prompt + continuation with
-        ``logprob_start_len`` at the prompt's last token (SGLang's first entry there is
-        null; the next ones are the continuation's), and ``max_new_tokens=1``, the recorded
-        path (``generate_prompt_logprobs``): the one sampled token costs no decode step.
-        """
-        jobs: list[Job] = []
-        shapes: list[list[int]] = []  # per request: continuation lengths
-        for request in requests:
-            prompt_ids = self.tokenizer.render(request.prompt)
-            if not prompt_ids:
-                raise RequestRejected(
-                    "score needs a non-empty prompt", runtime=self.provider, request=request
-                )
-            key = self._prompt_key(prompt_ids)
-            lengths = []
-            for continuation in request.continuations:
-                cont_ids = (
-                    self.tokenizer.encode_model_text(continuation)
-                    if isinstance(continuation, str)
-                    else list(continuation)
-                )
-                lengths.append(len(cont_ids))
-                if cont_ids:
-                    jobs.append(self._score_job(prompt_ids, cont_ids, key))
-            shapes.append(lengths)
-        done = iter(await self.dispatcher.run(jobs))
-        return [self._score_result(lengths, done) for lengths in shapes]
+        """Teacher-forced logprobs of each continuation, from SGLang's prompt logprobs
+        (:mod:`.scoring`); continuations of one prompt fan out from it."""
+        plan = plan_scores(self.tokenizer, requests, self._prompt_key)
+        done = await self.dispatcher.run(plan.jobs)
+        return plan.results(done, runtime=self.provider)
 
     async def tokenize(self, text: str) -> list[int]:
         return self.tokenizer.encode_text(text)
@@ -238,15 +213,6 @@ class SGLangRuntime:
             body["top_logprobs_num"] = num_top
         return body
 
-    def _score_job(self, prompt_ids: list[int], cont_ids: list[int], key: str) -> Job:
-        body = {
-            "input_ids": prompt_ids + cont_ids,
-            "sampling_params": {"max_new_tokens": 1, "temperature": 0},
-            "return_logprob": True,
-            "logprob_start_len": len(prompt_ids) - 1,
-        }
-        return Job(body=body, ids=prompt_ids + cont_ids, key=key, prefix_cap=len(prompt_ids))
-
     def _key(self, request: GenerateRequest, ids: Sequence[int]) -> str:
         """The affinity key: a tree's requests share it (see :mod:`.config`)."""
         mode, sep, rid = self.config.affinity, self.config.affinity_sep, request.request_id
@@ -275,26 +241,4 @@ class SGLangRuntime:
             )
         return GenerateResult(
             request_id=request.request_id, completions=completions, usage=usage, meta=meta
-        )
-
-    def _score_result(self, lengths: list[int], done: Any) -> ScoreResult:
-        token_logprobs: list[list[float]] = []
-        usage = Usage()
-        for length in lengths:
-            if length == 0:
-                token_logprobs.append([])
-                continue
-            item: Done = next(done)
-            meta = item.output.get("meta_info", {})
-            entries = (meta.get("input_token_logprobs") or [])[1:]
-            if len(entries) != length or any(e[0] is None for e in entries):
-                raise RuntimeFailure(
-                    f"expected {length} continuation logprobs from SGLang, got {entries!r:.200}",
-                    runtime=self.provider,
-                    request=item.output,
-                )
-            token_logprobs.append([float(e[0]) for e in entries])
-            usage = usage + usage_from_meta(meta)
-        return ScoreResult(
-            logprobs=[sum(t) for t in token_logprobs], token_logprobs=token_logprobs, usage=usage
         )
