@@ -28,7 +28,9 @@ final answer stated in the summary (:func:`extract_answer`), else the summary's 
 Parameters: ``num_paths`` (P, default 4; the paper trains up to 8 and tests 16),
 ``path_prefix`` / ``path_suffix`` / ``summary_prefix`` (the paper's control tokens, ``{i}`` =
 path index from 1; encoded as a special token where the runtime's ``special_tokens`` knows
-the string, otherwise as text), ``max_path_tokens``, ``max_summary_tokens``, ``temperature``,
+the string, otherwise as text), ``record_join`` (keep, in ``ctx.meta``, the segments the
+summary read with their offsets and the summary's logprobs, top-20 logprobs and entropies),
+``max_path_tokens``, ``max_summary_tokens``, ``temperature``,
 ``top_p``, ``system_prompt``, ``join`` (``auto``, ``kv`` or ``text``), ``runtime``. Not done:
 the learned per-path segment embedding (a model-side feature of ParaThinker's modified
 model; no runtime here has it, and an untrained model has none). Unspecified, chosen here:
@@ -76,6 +78,8 @@ class ParaThinkerConfig(BaseModel):
     path_prefix: str = "<think{i}>"
     path_suffix: str = "</think{i}>"
     summary_prefix: str = Field("<summary>", min_length=1)
+    #: Record what the summary read and its token distributions (for checks; see the joins).
+    record_join: bool = False
     max_path_tokens: int = Field(256, ge=1)
     max_summary_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.8, ge=0.0)

@@ -27,7 +27,10 @@ from orchestrator import (
 if TYPE_CHECKING:
     from orchestrator import RunContext, Runtime
 
-__all__ = ["KvJoin", "TextJoin", "encode_control"]
+__all__ = ["RECORDED_TOP_LOGPROBS", "KvJoin", "TextJoin", "encode_control"]
+
+#: Top logprobs per summary token kept by ``record_join``.
+RECORDED_TOP_LOGPROBS = 20
 
 
 async def encode_control(rt: Runtime, text: str) -> list[int]:
@@ -52,6 +55,7 @@ class _Config(Protocol):
     path_prefix: str
     path_suffix: str
     summary_prefix: str
+    record_join: bool
     max_path_tokens: int
     max_summary_tokens: int
     temperature: float
@@ -78,6 +82,7 @@ class _Join:
         return await encode_control(self.rt, text)
 
     def sampling(self, node: Node, max_new_tokens: int, suffix: str = "") -> SamplingParams:
+        details = suffix == "" and self.config.record_join  # the summary's, when recorded
         return SamplingParams(
             max_new_tokens=max_new_tokens,
             temperature=self.config.temperature,
@@ -85,7 +90,29 @@ class _Join:
             seed=self.ctx.seed_for(node.id),
             stop=(suffix,) if suffix else (),
             include_stop=True,
+            logprobs=details,
+            top_logprobs=RECORDED_TOP_LOGPROBS if details else 0,
+            return_entropy=details,
         )
+
+    def record(
+        self, segments: list[tuple[list[int], int]], opener: list[int], summary: Completion
+    ) -> None:
+        """With ``record_join``: what the summary read, where, and its token distributions
+        (``ctx.meta["parathinker"]["join_record"]``), to check the join against a recompute."""
+        if not self.config.record_join:
+            return
+        self.ctx.meta["parathinker"]["join_record"] = {
+            "segments": [{"token_ids": ids, "position_offset": at} for ids, at in segments],
+            "opener": opener,
+            "summary_offset": max(at + len(ids) for ids, at in segments),
+            "summary": {
+                "token_ids": summary.token_ids,
+                "logprobs": summary.logprobs,
+                "top_logprobs": summary.top_logprobs,
+                "entropies": summary.entropies,
+            },
+        }
 
     def suffix(self, node: Node) -> str:
         return self.config.path_suffix.format(i=_index(node))
@@ -133,8 +160,11 @@ class KvJoin(_Join):
         suffix = self.suffix(node)
         sampling = self.sampling(node, self.config.max_path_tokens, suffix)
         completion = await self.ctx.generate_on(node, handle, sampling, runtime=self.name)
-        if not _closed(completion, suffix):
-            await handle.extend(await self.control(suffix))
+        closer = [] if _closed(completion, suffix) else await self.control(suffix)
+        # A generated sequence's last token has no KV until something follows it, and a view
+        # reads computed KV only (the embedded runtime): extending, even by nothing,
+        # computes it, so that the summary reads the whole path.
+        await handle.extend(closer)
 
     def path_length(self, node: Node) -> int:
         handle = self.paths.get(node.id)
@@ -160,7 +190,9 @@ class KvJoin(_Join):
         opener = await self.control(self.config.summary_prefix)
         await self.view.extend(opener)
         sampling = self.sampling(summary, self.config.max_summary_tokens)
-        await self.ctx.generate_on(summary, self.view, sampling, runtime=self.name)
+        completion = await self.ctx.generate_on(summary, self.view, sampling, runtime=self.name)
+        placed = [(s.handle.token_ids[s.start : s.end], s.position_offset or 0) for s in segments]
+        self.record(placed, opener, completion)
         return len(opener), 0
 
     async def release(self) -> None:
@@ -215,6 +247,7 @@ class TextJoin(_Join):
             sampling=self.sampling(summary, self.config.max_summary_tokens),
         )
         result = await self.ctx.generate(summary, request, runtime=self.name)
+        self.record([(self.prompt_ids + joined, 0)], opener, result.completions[0])
         prefill = result.usage.prompt_tokens - result.usage.cached_tokens
         # The prefilled tokens are the prompt's last `prefill` (a cache hit is a prefix).
         first_computed = len(ids) - prefill

@@ -163,3 +163,20 @@ async def test_control_text_without_special_ids_is_tokenized_as_text() -> None:
     assert result.answer == "7"
     assert rt.calls[-1].prompt_text == (PROMPT + "\nAttempt 1: 7\nAttempt 2: 7\nSummary:")
     assert result.meta["parathinker"]["path_tokens"] == [len("\nAttempt 1: 7")] * 2
+
+
+async def test_record_join_keeps_what_the_summary_read_and_where() -> None:
+    rt = ScriptedRuntime(SCRIPT, special_tokens=CONTROL)
+    result = await Orchestrator(rt).run(QUESTION, _run_config(record_join=True))
+    record = result.meta["parathinker"]["join_record"]
+    offset = result.meta["parathinker"]["position_offset"]
+    texts = [await rt.detokenize(s["token_ids"]) for s in record["segments"]]
+    assert texts == [PROMPT, "<think1>" + PATH1, "<think2>" + PATH2 + "</think2>"]
+    assert [s["position_offset"] for s in record["segments"]] == [0, offset, offset]
+    assert record["opener"] == [CONTROL["<summary>"]]
+    assert record["summary_offset"] == result.meta["parathinker"]["summary_offset"]
+    summary = record["summary"]
+    assert await rt.detokenize(summary["token_ids"]) == SUMMARY
+    assert summary["logprobs"] == [-1.0] * len(SUMMARY)
+    assert summary["entropies"] == [0.0] * len(SUMMARY)
+    assert [c.sampling.top_logprobs for c in rt.calls if c.sampling][-1] == 20
