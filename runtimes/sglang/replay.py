@@ -82,6 +82,7 @@ class ReplayServer:
         self._state = _State()
         self._tg: TaskGroup | None = None
         self._closed = anyio.Event()
+        self._serving = anyio.CancelScope()
         self.url = ""
         self.killed = False
         for recording in recordings:
@@ -140,13 +141,17 @@ class ReplayServer:
         return self
 
     async def _serve(self, listener: Listener[SocketStream]) -> None:
-        try:
-            await listener.serve(self._handle, self._tg)
-        finally:
-            # Closed here, after serve() saw the cancellation, not under its feet.
-            with anyio.CancelScope(shield=True):
-                await listener.aclose()
-            self._closed.set()
+        # Its own scope: kill() cancels the server's tasks, not the code using the server
+        # (which runs inside the task group's scope).
+        with self._serving:
+            try:
+                async with anyio.create_task_group() as handlers:
+                    await listener.serve(self._handle, handlers)
+            finally:
+                # Closed here, after serve() saw the cancellation, not under its feet.
+                with anyio.CancelScope(shield=True):
+                    await listener.aclose()
+                self._closed.set()
 
     async def __aexit__(
         self,
@@ -161,9 +166,8 @@ class ReplayServer:
     async def kill(self) -> None:
         """Drop every connection and stop listening (a crashed server): a new connection
         is refused, a request in flight sees its connection closed."""
-        assert self._tg is not None
         self.killed = True
-        self._tg.cancel_scope.cancel()
+        self._serving.cancel()
         with anyio.CancelScope(shield=True):
             await self._closed.wait()
 
