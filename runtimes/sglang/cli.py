@@ -38,8 +38,11 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     serve = commands.add_parser(
         "serve",
         help="start python -m sglang.launch_server, wait for /health, serve until Ctrl-C",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Start python -m sglang.launch_server with the given flags, wait for /health, "
+            "print the runtime spec to use, and serve until Ctrl-C or SIGTERM; then stop "
+            "the server's whole process group. --check stops as soon as it is healthy."
+        ),
     )
     serve.add_argument("--model", required=True, help="model directory (--model-path)")
     serve.add_argument("--host", default="127.0.0.1")
