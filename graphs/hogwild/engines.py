@@ -118,19 +118,31 @@ class SharedCache:
     async def move(self, workers: Sequence[int]) -> None:
         """Relink: each finished view (but its last, still uncomputed token) joins the
         history; the worker gets a fresh view; every layout is brought up to date."""
-        for worker in workers:
-            self.history.append(
-                SegmentSpec(handle=self.views[worker], end=self.own_len[worker] - 1)
-            )
+        finished = [self.views[worker] for worker in workers]
+        for worker, view in zip(workers, finished, strict=True):
+            self.history.append(SegmentSpec(handle=view, end=self.own_len[worker] - 1))
         for worker in workers:
             await self._new_view(worker)
         await self._sync()
+        for view in finished:
+            await self._unlink(view)  # its KV is computed: what it read no longer matters
 
     async def release(self) -> None:
+        """Views read each other, so their references form cycles that reference counting
+        never frees: every live view first drops its reads, then every handle is released."""
         with anyio.CancelScope(shield=True):
-            for handle in reversed(self.handles):
-                await handle.release()
-            self.handles.clear()
+            try:
+                for view in self.views:
+                    if view is not None:
+                        await self._unlink(view)
+            finally:
+                for handle in reversed(self.handles):
+                    await handle.release()
+                self.handles.clear()
+
+    async def _unlink(self, view: SequenceHandle | None) -> None:
+        assert view is not None
+        await view.relink([SegmentSpec(handle=self._fixed["common"])])
 
     async def _new_view(self, worker: int) -> None:
         segments = self.layout(worker)

@@ -172,6 +172,22 @@ class EmbeddedSequenceHandle:
         if self.seq.token_ids:
             await self._settle()
 
+    async def relink(self, segments: Sequence[SegmentSpec]) -> None:
+        """Views only: replace the segments this view reads (a Hogwild! step moving into the
+        common history). Its own tokens keep their KV, stored at their own positions and read
+        by query rotation, so nothing is copied or recomputed; logits already computed keep
+        the layout they were computed under."""
+        self._check()
+        if not self.seq.is_view:
+            raise _reject("relink needs a view (a handle made by view())")
+        refs = _segment_refs(self._rt, list(segments))
+        async with self._engine.lock():
+            for ref in refs:
+                ref.source.holders += 1
+            old, self.seq.segments = self.seq.segments, refs
+            for ref in old:
+                self._engine.release(ref.source)
+
     async def release(self) -> None:
         if self._released:
             return
@@ -206,9 +222,7 @@ async def open_handle(runtime: EmbeddedRuntime, token_ids: list[int]) -> Embedde
     return await _admit_resident(runtime, seq, queue=True)
 
 
-async def open_view(
-    runtime: EmbeddedRuntime, segments: list[SegmentSpec]
-) -> EmbeddedSequenceHandle:
+def _segment_refs(runtime: EmbeddedRuntime, segments: list[SegmentSpec]) -> list[SegmentRef]:
     if not segments:
         raise _reject("a view needs at least one segment")
     refs = []
@@ -224,6 +238,13 @@ async def open_view(
                 f"segment {i}: range [{spec.start}, {spec.end}) is outside its {size} tokens"
             )
         refs.append(SegmentRef(handle.seq, spec.start, spec.end, spec.position_offset))
+    return refs
+
+
+async def open_view(
+    runtime: EmbeddedRuntime, segments: list[SegmentSpec]
+) -> EmbeddedSequenceHandle:
+    refs = _segment_refs(runtime, segments)
     seq = runtime.engine.new_sequence([], resident=True, cacheable=False)
     seq.segments = refs
     async with runtime.engine.lock():
