@@ -73,24 +73,23 @@ class DecoderLayer(nn.Module):
         x: torch.Tensor,
         step: StepInputs,
         cache: KVCache,
-        rope_k: tuple[torch.Tensor, torch.Tensor],
+        rope: tuple[torch.Tensor, torch.Tensor],
     ) -> torch.Tensor:
         # x: [T, hidden]
         h = self.input_norm(x)
-        q, k, v = self.qkv(h).split(
-            [
-                self.num_heads * self.head_dim,
-                self.num_kv * self.head_dim,
-                self.num_kv * self.head_dim,
-            ],
-            dim=-1,
-        )
-        q = q.view(-1, self.num_heads, self.head_dim)
-        k = k.view(-1, self.num_kv, self.head_dim)
+        heads, kv_heads = self.num_heads, self.num_kv
+        qkv = self.qkv(h).view(-1, heads + 2 * kv_heads, self.head_dim)
         if self.q_norm is not None and self.k_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        k = Rope.apply(k, *rope_k)
-        cache.store(self.index, step.slot_mapping, k, v.view(-1, self.num_kv, self.head_dim))
+            q, k = self.q_norm(qkv[:, :heads]), self.k_norm(qkv[:, heads : heads + kv_heads])
+            qk = Rope.apply(torch.cat((q, k), dim=1), *rope)
+        else:  # one rotation for queries and keys: they share positions
+            qk = Rope.apply(qkv[:, : heads + kv_heads], *rope)
+        q = qk[:, :heads]
+        cache.store(
+            self.index,
+            step.slot_mapping,
+            torch.cat((qk[:, heads:], qkv[:, heads + kv_heads :]), dim=1),
+        )
         attn = torch.empty_like(q)
         for backend, start, end, plan in step.groups:
             attn[start:end] = backend.forward(self.index, q[start:end], plan)
@@ -113,12 +112,12 @@ class CausalLM(nn.Module):
         )
 
     def forward(
-        self, step: StepInputs, cache: KVCache, rope_k: tuple[torch.Tensor, torch.Tensor]
+        self, step: StepInputs, cache: KVCache, rope: tuple[torch.Tensor, torch.Tensor]
     ) -> torch.Tensor:
         """Hidden states after the final norm. # -> [T, hidden]"""
         x = self.embed(step.input_ids)
         for layer in self.layers:
-            x = layer(x, step, cache, rope_k)
+            x = layer(x, step, cache, rope)
         return self.norm(x)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,8 @@ __all__ = ["AttentionBackend", "KVCache", "Piece", "Rope", "Row"]
 class KVCache:
     """The block pool: per layer, ``num_blocks * block_size`` slots of K and V.
 
-    # k, v: [num_layers, num_slots, num_kv_heads, head_dim]
+    K and V of a slot sit side by side, so one ``index_select`` gathers both.
+    # kv: [num_layers, num_slots, 2 * num_kv_heads, head_dim]  (K heads, then V heads)
     """
 
     def __init__(
@@ -37,26 +38,29 @@ class KVCache:
         dtype: torch.dtype,
         device: torch.device,
     ) -> None:
-        shape = (num_layers, num_blocks * block_size, num_kv_heads, head_dim)
+        shape = (num_layers, num_blocks * block_size, 2 * num_kv_heads, head_dim)
         # empty, not zeros: untouched pages of a large budget cost no memory on CPU.
-        self.k = torch.empty(shape, dtype=dtype, device=device)
-        self.v = torch.empty(shape, dtype=dtype, device=device)
+        self.kv = torch.empty(shape, dtype=dtype, device=device)
+        self.k = self.kv[:, :, :num_kv_heads]
+        self.v = self.kv[:, :, num_kv_heads:]
+        self.num_kv_heads = num_kv_heads
         self.block_size = block_size
         self.num_blocks = num_blocks
 
-    def store(
-        self, layer: int, slot_mapping: torch.Tensor, k: torch.Tensor, v: torch.Tensor
-    ) -> None:
-        # k, v: [T, num_kv_heads, head_dim]; slot_mapping: [T]
-        assert k.shape[0] == slot_mapping.shape[0]
-        self.k[layer].index_copy_(0, slot_mapping, k)
-        self.v[layer].index_copy_(0, slot_mapping, v)
+    def store(self, layer: int, slot_mapping: torch.Tensor, kv: torch.Tensor) -> None:
+        # kv: [T, 2 * num_kv_heads, head_dim] (rotated K, then V); slot_mapping: [T]
+        assert kv.shape[0] == slot_mapping.shape[0]
+        self.kv[layer].index_copy_(0, slot_mapping, kv)
+
+    def gather(self, layer: int, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """K and V at ``slots``. # slots: [N] -> k, v: [N, num_kv_heads, head_dim]"""
+        kv = self.kv[layer].index_select(0, slots)
+        return kv[:, : self.num_kv_heads], kv[:, self.num_kv_heads :]
 
     def copy_block(self, src: int, dst: int, num_tokens: int) -> None:
         """Copy the first ``num_tokens`` slots of block ``src`` into block ``dst``, all layers."""
         bs = self.block_size
-        for cache in (self.k, self.v):
-            cache[:, dst * bs : dst * bs + num_tokens] = cache[:, src * bs : src * bs + num_tokens]
+        self.kv[:, dst * bs : dst * bs + num_tokens] = self.kv[:, src * bs : src * bs + num_tokens]
 
 
 class Rope:
@@ -88,7 +92,8 @@ class Piece:
     """A KV range a row attends to.
 
     :ivar slots: pool slots of the keys, in stored-position order; ``[L]`` int64.
-    :ivar query_shift: queries are rotated at ``stored query position + query_shift``.
+    :ivar query_shift: queries are read at ``stored query position + query_shift`` (the
+        backend rotates the already rotated query by ``query_shift``: rotations compose).
     :ivar causal: key ``j`` is visible to a query at stored position ``p`` iff ``j <= p``
         (the row's own piece); otherwise every key is visible.
     """
@@ -132,7 +137,7 @@ class AttentionBackend(abc.ABC):
 
     @abc.abstractmethod
     def forward(self, layer: int, q: torch.Tensor, plan: object) -> torch.Tensor:
-        """Attend the rows' unrotated queries to the pool.
+        """Attend the rows' queries, rotated at their stored positions, to the pool.
 
         # q: [T_rows, num_heads, head_dim] (the rows' tokens, in row order) -> same shape
         """

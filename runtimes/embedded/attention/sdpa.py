@@ -4,8 +4,9 @@
 Decode rows (one query each) are the common case under continuous batching, so they are
 padded to the longest context and served by one SDPA call for the whole batch; grouped-query
 attention is expressed by viewing the queries as ``[B, kv_heads, group, D]`` rather than
-repeating keys. Prefill chunks are served one SDPA call per row (there are few per step),
-with a causal mask offset by the tokens already in the cache. Only single-piece rows (plain
+repeating keys. The scheduler puts decode rows first, so their queries are a slice, not a
+gather. Prefill chunks are served one SDPA call per row (there are few per step), with a
+causal mask offset by the tokens already in the cache. Only single-piece rows (plain
 sequences) are supported; views go to the segment backend.
 """
 
@@ -23,11 +24,11 @@ __all__ = ["SdpaBackend"]
 
 @dataclasses.dataclass(slots=True)
 class _DecodePlan:
-    token_index: torch.Tensor  # [B] positions of the decode tokens among the rows' tokens
-    slots: torch.Tensor  # [B, L_max] padded key slots
+    rows: slice | torch.Tensor  # where the decode queries are among the rows' tokens
+    slots: torch.Tensor  # [B * L_max] padded key slots
     mask: torch.Tensor  # [B, 1, 1, L_max] True where a key is visible
-    cos: torch.Tensor
-    sin: torch.Tensor
+    batch: int
+    max_len: int
 
 
 @dataclasses.dataclass(slots=True)
@@ -36,8 +37,6 @@ class _PrefillPlan:
     num_tokens: int
     slots: torch.Tensor  # [L]
     mask: torch.Tensor | None  # [n, L]; None: plain causal from position 0
-    cos: torch.Tensor
-    sin: torch.Tensor
 
 
 @dataclasses.dataclass(slots=True)
@@ -53,56 +52,65 @@ class SdpaBackend(AttentionBackend):
     def supports(self, row: Row) -> bool:
         return len(row.pieces) == 1 and row.pieces[0].causal and row.pieces[0].query_shift == 0
 
+    def _decode_plan(self, rows: list[Row]) -> _DecodePlan:
+        device = self.cache.kv.device
+        lengths = [r.first_position + 1 for r in rows]
+        max_len = max(lengths)
+        slots = torch.zeros((len(rows), max_len), dtype=torch.int64, device=device)
+        for i, (row, length) in enumerate(zip(rows, lengths, strict=True)):
+            slots[i, :length] = row.pieces[0].slots[:length]
+        visible = (
+            torch.arange(max_len, device=device)[None, :]
+            < torch.tensor(lengths, device=device)[:, None]
+        )
+        starts = [r.start for r in rows]
+        where: slice | torch.Tensor = (
+            slice(starts[0], starts[0] + len(rows))
+            if starts == list(range(starts[0], starts[0] + len(rows)))
+            else torch.tensor(starts, device=device)
+        )
+        return _DecodePlan(where, slots.view(-1), visible[:, None, None, :], len(rows), max_len)
+
     def plan(self, rows: list[Row], dtype: torch.dtype) -> _Plan:
-        device = self.cache.k.device
+        device = self.cache.kv.device
         decode_rows = [r for r in rows if r.num_tokens == 1]
-        decode = None
-        if decode_rows:
-            lengths = torch.tensor([r.first_position + 1 for r in decode_rows], device=device)
-            max_len = int(lengths.max())
-            slots = torch.zeros((len(decode_rows), max_len), dtype=torch.int64, device=device)
-            for i, row in enumerate(decode_rows):
-                slots[i, : row.first_position + 1] = row.pieces[0].slots[: row.first_position + 1]
-            mask = torch.arange(max_len, device=device)[None, :] < lengths[:, None]
-            cos, sin = self.rope.cos_sin(lengths - 1, dtype)
-            index = torch.tensor([r.start for r in decode_rows], device=device)
-            decode = _DecodePlan(index, slots, mask[:, None, None, :], cos, sin)
         prefills = []
         for row in rows:
             if row.num_tokens == 1:
                 continue
             end = row.first_position + row.num_tokens
-            positions = torch.arange(row.first_position, end, device=device)
             mask = None
             if row.first_position:
+                positions = torch.arange(row.first_position, end, device=device)
                 mask = torch.arange(end, device=device)[None, :] <= positions[:, None]
-            cos, sin = self.rope.cos_sin(positions, dtype)
-            slots = row.pieces[0].slots[:end]
-            prefills.append(_PrefillPlan(row.start, row.num_tokens, slots, mask, cos, sin))
-        num_tokens = sum(r.num_tokens for r in rows)
-        return _Plan(num_tokens, decode, prefills)
+            prefills.append(
+                _PrefillPlan(row.start, row.num_tokens, row.pieces[0].slots[:end], mask)
+            )
+        decode = self._decode_plan(decode_rows) if decode_rows else None
+        return _Plan(sum(r.num_tokens for r in rows), decode, prefills)
 
     def forward(self, layer: int, q: torch.Tensor, plan: object) -> torch.Tensor:
-        # q: [T, num_heads, head_dim] unrotated
+        # q: [T, num_heads, head_dim], rotated
         assert isinstance(plan, _Plan) and q.shape[0] == plan.num_tokens
-        k_pool, v_pool = self.cache.k[layer], self.cache.v[layer]
-        num_kv = k_pool.shape[1]
+        num_kv, dim = self.cache.num_kv_heads, q.shape[-1]
         out = torch.empty_like(q)
         if (d := plan.decode) is not None:
-            batch, max_len = d.slots.shape
-            qd = self.rope.apply(q[d.token_index], d.cos, d.sin)
-            qd = qd.view(batch, num_kv, -1, q.shape[-1])  # [B, kv_heads, group, D]
-            flat = d.slots.view(-1)
-            k = k_pool.index_select(0, flat).view(batch, max_len, num_kv, -1).transpose(1, 2)
-            v = v_pool.index_select(0, flat).view(batch, max_len, num_kv, -1).transpose(1, 2)
+            qd = q[d.rows].view(d.batch, num_kv, -1, dim)  # [B, kv_heads, group, D]
+            k, v = self.cache.gather(layer, d.slots)
+            k = k.view(d.batch, d.max_len, num_kv, dim).transpose(1, 2)
+            v = v.view(d.batch, d.max_len, num_kv, dim).transpose(1, 2)
             o = F.scaled_dot_product_attention(qd, k, v, attn_mask=d.mask)
-            out[d.token_index] = o.reshape(batch, -1, q.shape[-1])
+            out[d.rows] = o.reshape(d.batch, -1, dim)
         for p in plan.prefills:
-            qp = self.rope.apply(q[p.start : p.start + p.num_tokens], p.cos, p.sin).transpose(0, 1)
-            k = k_pool.index_select(0, p.slots).transpose(0, 1)  # [kv_heads, L, D]
-            v = v_pool.index_select(0, p.slots).transpose(0, 1)
+            qp = q[p.start : p.start + p.num_tokens].transpose(0, 1)
+            k, v = self.cache.gather(layer, p.slots)  # [L, kv_heads, D]
             o = F.scaled_dot_product_attention(
-                qp, k, v, attn_mask=p.mask, is_causal=p.mask is None, enable_gqa=True
+                qp,
+                k.transpose(0, 1),
+                v.transpose(0, 1),
+                attn_mask=p.mask,
+                is_causal=p.mask is None,
+                enable_gqa=True,
             )
             out[p.start : p.start + p.num_tokens] = o.transpose(0, 1)
         return out

@@ -26,8 +26,7 @@ __all__ = ["SegmentBackend", "merge_states"]
 @dataclasses.dataclass(slots=True)
 class _PiecePlan:
     slots: torch.Tensor  # [L]
-    cos: torch.Tensor  # [n, 1, D] for the row's queries under this piece's rotation
-    sin: torch.Tensor
+    shift: tuple[torch.Tensor, torch.Tensor] | None  # cos, sin [1, 1, D] of the query shift
     mask: torch.Tensor | None  # [n, L] for the causal piece
 
 
@@ -62,20 +61,22 @@ class SegmentBackend(AttentionBackend):
             for piece in row.pieces:
                 if piece.slots.numel() == 0:
                     continue
-                cos, sin = self.rope.cos_sin(positions + piece.query_shift, torch.float32)
+                shift = None
+                if piece.query_shift:
+                    shift_position = torch.tensor([piece.query_shift], device=device)
+                    shift = self.rope.cos_sin(shift_position, torch.float32)
                 mask = None
                 if piece.causal:
                     keys = torch.arange(piece.slots.numel(), device=device)
                     mask = keys[None, :] <= positions[:, None]
-                pieces.append(_PiecePlan(piece.slots, cos, sin, mask))
+                pieces.append(_PiecePlan(piece.slots, shift, mask))
             plans.append(_RowPlan(row.start, row.num_tokens, pieces))
         return plans
 
     def forward(self, layer: int, q: torch.Tensor, plan: object) -> torch.Tensor:
-        # q: [T, num_heads, head_dim] unrotated
+        # q: [T, num_heads, head_dim], rotated at the stored positions
         assert isinstance(plan, list)
-        k_pool, v_pool = self.cache.k[layer], self.cache.v[layer]
-        num_kv, dim = k_pool.shape[1], k_pool.shape[2]
+        num_kv, dim = self.cache.num_kv_heads, q.shape[-1]
         scale = 1.0 / math.sqrt(dim)
         out = torch.empty_like(q)
         for row in plan:
@@ -84,10 +85,11 @@ class SegmentBackend(AttentionBackend):
             group = q.shape[1] // num_kv
             outs, lses = [], []
             for piece in row.pieces:
-                qr = self.rope.apply(q_row, piece.cos, piece.sin)  # [n, H, D]
+                qr = q_row if piece.shift is None else self.rope.apply(q_row, *piece.shift)
                 qr = qr.view(n, num_kv, group, dim).permute(1, 2, 0, 3)  # [kv, G, n, D]
-                k = k_pool.index_select(0, piece.slots).float().permute(1, 2, 0)  # [kv, D, L]
-                v = v_pool.index_select(0, piece.slots).float().transpose(0, 1)  # [kv, L, D]
+                k, v = self.cache.gather(layer, piece.slots)
+                k = k.float().permute(1, 2, 0)  # [kv, D, L]
+                v = v.float().transpose(0, 1)  # [kv, L, D]
                 scores = torch.matmul(qr, k.unsqueeze(1)) * scale  # [kv, G, n, L]
                 if piece.mask is not None:
                     scores = scores.masked_fill(~piece.mask, float("-inf"))

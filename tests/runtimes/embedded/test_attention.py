@@ -65,8 +65,9 @@ def test_segment_backend_equals_one_softmax_over_placed_keys(offsets: tuple[int,
         Piece(own_slots),
     )
     q = torch.randn(2, HEADS, DIM)  # the own piece's last two tokens (positions 1, 2)
+    stored = Rope.apply(q, *rope.cos_sin(torch.tensor([1, 2]), torch.float32))
     backend = SegmentBackend(cache, rope, HEADS)
-    out = backend.forward(0, q, backend.plan([Row(0, 2, 1, pieces)], torch.float32))
+    out = backend.forward(0, stored, backend.plan([Row(0, 2, 1, pieces)], torch.float32))
 
     view_positions = torch.cat(
         [
@@ -92,12 +93,13 @@ def test_sdpa_backend_decode_and_prefill_rows_agree_with_reference() -> None:
     store_rotated(cache, rope, raw, slots_b, 0)
     rows = [Row(0, 1, 8, (Piece(slots_a),)), Row(1, 3, 2, (Piece(slots_b),))]
     q = torch.randn(4, HEADS, DIM)
+    positions = torch.tensor([8, 2, 3, 4])
+    q = Rope.apply(q, *rope.cos_sin(positions, torch.float32))  # rotated, as the model does
     backend = SdpaBackend(cache, rope, HEADS)
     out = backend.forward(0, q, backend.plan(rows, torch.float32))
     for row, slots in zip(rows, (slots_a, slots_b), strict=True):
         positions = torch.arange(row.first_position, row.first_position + row.num_tokens)
-        cos, sin = rope.cos_sin(positions, torch.float32)
-        q_row = Rope.apply(q[row.start : row.start + row.num_tokens], cos, sin)
+        q_row = q[row.start : row.start + row.num_tokens]
         visible = torch.arange(len(slots))[None, :] <= positions[:, None]
         expected = reference(q_row, cache.k[0, slots], cache.v[0, slots], visible)
         assert torch.allclose(out[row.start : row.start + row.num_tokens], expected, atol=1e-5)
