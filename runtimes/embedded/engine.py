@@ -63,9 +63,9 @@ class Engine:
         if the step this caller ran found nothing to do."""
         lock, stepped = self._primitives()
         event = stepped[0]
-        if lock.locked():
-            await event.wait()
-            return True
+        # Queue on the lock rather than wait for the step event while it is held: the holder
+        # may be a critical section (a finished caller freeing its blocks) that runs no step,
+        # and waiters parked on the event would then never wake (#6: search rounds hung).
         async with lock:
             if event is not stepped[0]:
                 return True

@@ -4,7 +4,8 @@ Requests are validated and rendered here (so every error names the request's pro
 before anything is queued), become sequences, and are driven to completion by the engine
 (see ``engine.py``). Each public coroutine frees what it queued on every exit path, in a
 shielded section, so a cancelled or failed call leaves no block in use. Sequence handles
-and views live in ``handles.py``; construction from weights in ``build.py``.
+and views live in ``handles.py``; request bookkeeping and scoring in ``requests.py``;
+construction from weights in ``build.py``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from orchestrator import (
     ScoreRequest,
     ScoreResult,
     SegmentSpec,
-    Usage,
 )
 
 from .block_manager import BlockStatistics
@@ -37,39 +37,12 @@ from .build import Components
 from .generation import Generation
 from .grammar import GrammarCompiler, GrammarState
 from .handles import EmbeddedSequenceHandle, open_handle, open_view
-from .sequence import Sequence as Seq
+from .requests import PreparedRequest, score
 
 __all__ = ["EmbeddedRuntime"]
 
 PROVIDER = "orchestrator.embedded"
 _GOLDEN = 0x9E3779B97F4A7C15
-
-
-class _Request:
-    """One generate request: its prompt sequence and its ``n`` samples."""
-
-    def __init__(self, request: GenerateRequest, seq: Seq, gens: list[Generation]) -> None:
-        self.request, self.seq, self.gens = request, seq, gens
-
-    @property
-    def done(self) -> bool:
-        return all(g.finished for g in self.gens)
-
-    def raise_error(self) -> None:
-        for gen in self.gens:
-            if gen.error is not None:
-                raise gen.error
-
-    def result(self) -> GenerateResult:
-        usage = Usage(
-            prompt_tokens=len(self.seq.token_ids) - len(self.gens[0].output_ids),
-            cached_tokens=self.seq.num_cached,
-            generated_tokens=sum(len(g.output_ids) for g in self.gens),
-        )
-        completions = [g.completion() for g in self.gens]
-        return GenerateResult(
-            request_id=self.request.request_id, completions=completions, usage=usage
-        )
 
 
 class EmbeddedRuntime:
@@ -183,7 +156,7 @@ class EmbeddedRuntime:
             grammar=self.grammar_state(params),
         )
 
-    def _prepare(self, request: GenerateRequest) -> _Request:
+    def _prepare(self, request: GenerateRequest) -> PreparedRequest:
         self.check_open()
         token_ids = self.tokenizer.render(request.prompt)
         self.check_prompt(token_ids)
@@ -192,9 +165,9 @@ class EmbeddedRuntime:
         seq = self.engine.new_sequence(token_ids)
         seq.gen, gens[0].seq = gens[0], seq
         seq.pending_forks = gens[1:]
-        return _Request(request, seq, gens)
+        return PreparedRequest(request, seq, gens)
 
-    async def _abort(self, requests: list[_Request]) -> None:
+    async def _abort(self, requests: list[PreparedRequest]) -> None:
         with anyio.CancelScope(shield=True):
             async with self.engine.lock():
                 for req in requests:
@@ -243,48 +216,7 @@ class EmbeddedRuntime:
 
     async def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         self.check_open()
-        jobs: list[tuple[int, Seq]] = []
-        for request in requests:
-            prompt = self.tokenizer.render(request.prompt)
-            if not prompt:
-                raise RequestRejected("score needs a non-empty prompt", runtime=PROVIDER)
-            for cont in request.continuations:
-                ids = self.tokenizer.encode(cont) if isinstance(cont, str) else list(cont)
-                self.check_prompt(prompt + ids)
-                seq = self.engine.new_sequence(prompt + ids)
-                seq.logits_from = len(prompt) - 1
-                jobs.append((len(prompt), seq))
-        seqs = [seq for _, seq in jobs]
-        try:
-            async with self.engine.lock():
-                for seq in seqs:
-                    self.engine.scheduler.add(seq)
-            await self.engine.wait_until(
-                lambda: all(s.num_computed == len(s.token_ids) for s in seqs),
-                check=lambda: [s.raise_error() for s in seqs],
-            )
-        finally:
-            with anyio.CancelScope(shield=True):
-                async with self.engine.lock():
-                    for seq in seqs:
-                        self.engine.abort(seq)
-        results, cursor = [], 0
-        for request in requests:
-            token_lps: list[list[float]] = []
-            usage = Usage()
-            for prompt_len, seq in jobs[cursor : cursor + len(request.continuations)]:
-                logits = torch.cat(seq.collected_logits)[: len(seq.token_ids) - prompt_len]
-                targets = torch.tensor(seq.token_ids[prompt_len:])
-                lps = logits.log_softmax(-1).gather(1, targets[:, None])[:, 0]
-                token_lps.append(lps.tolist())
-                usage += Usage(prompt_tokens=len(seq.token_ids), cached_tokens=seq.num_cached)
-            cursor += len(request.continuations)
-            results.append(
-                ScoreResult(
-                    logprobs=[sum(t) for t in token_lps], token_logprobs=token_lps, usage=usage
-                )
-            )
-        return results
+        return await score(self, requests)
 
     async def tokenize(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)

@@ -149,6 +149,7 @@ class Scheduler:
         self.release_blocks(seq)
         seq.num_computed = seq.num_cached = 0
         seq.next_logits = None
+        seq.collected_logits.clear()
         seq.status = SeqStatus.WAITING
         self.waiting.appendleft(seq)
 
