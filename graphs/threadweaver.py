@@ -88,6 +88,10 @@ class ThreadWeaverConfig(BaseModel):
     #: Parallel blocks at most; ``None``: 8 in ``tags`` mode, 1 in ``prompted`` mode.
     max_blocks: int | None = Field(None, ge=0)
     max_iterations: int = Field(32, ge=1)
+    #: Finish the run after a block whose thread ended by EOS or length (the official
+    #: controller); ``None``: yes in ``tags`` mode, no in ``prompted`` mode, where an
+    #: untrained model never writes ``</Thread>`` and every thread ends that way.
+    finish_on_unclosed_thread: bool | None = None
     #: ``False`` is the public RL config's ``no_conclusion=true``.
     conclusion: bool = False
     temperature: float = Field(1.0, ge=0.0)
@@ -155,6 +159,7 @@ class _Weave:
             await seq.release()
         ctx.meta["threadweaver"] = {
             **self.latency.as_meta(),
+            "prompt_tokens": seq.prompt_len,
             "response_tokens": seq.response_tokens,
             "inserted_tokens": seq.inserted_tokens,
             "response": seq.response,
@@ -197,16 +202,16 @@ class _Weave:
         await seq.insert(f"{PARALLEL_OPEN}\n{OUTLINES_OPEN}\n")
         parent, made = self.tip, {}
         for k in range(1, config.num_outlines + 1):
-            await seq.insert(f"{'' if k == 1 else chr(10)}{OUTLINE_OPEN} {k}:")
+            newline = k > 1 and not seq.response.endswith("\n")
+            await seq.insert(f"{chr(10) if newline else ''}{OUTLINE_OPEN} {k}:")
             node = made[str(k)] = ctx.add_node(
                 "outline", parent, ThreadAttrs(number=str(k), block=block)
             )
             async with ctx.running(node):
                 sampling = self._sampling(node, min(config.max_outline_tokens, self._left()), "\n")
-                sampling = sampling.model_copy(update={"include_stop": False})
                 completion = await seq.decode(node, sampling)
             self.latency.sequential_tokens += len(completion.token_ids)
-        await seq.insert(f"\n{OUTLINES_CLOSE}")
+        await seq.insert(f"{'' if seq.response.endswith(chr(10)) else chr(10)}{OUTLINES_CLOSE}")
         self.outlines = [(o, made[o.number]) for o in parse_outlines(seq.response)]
         return "parallel" if self.outlines else "sequential"
 
@@ -253,7 +258,10 @@ class _Weave:
         self.latency.blocks.append(stats)
         await seq.join(branches[0] if results[0] is not None else None, ids, text, skip)
         self.tip = threads
-        if ended or self._left() <= 0:
+        finish = config.finish_on_unclosed_thread
+        if finish is None:
+            finish = config.mode == "tags"
+        if (ended and finish) or self._left() <= 0:
             await seq.insert(closing_text(config.conclusion))
             return "done"
         await seq.insert(continuation_text(config.conclusion))

@@ -118,9 +118,11 @@ class WeaveSequence:
     async def decode(self, node: Node, sampling: SamplingParams) -> Completion:
         """Continue the context for ``node``; the completion is appended to it."""
         if self.handle is not None:
+            before = len(self.handle.token_ids)
             completion = await self._ctx.generate_on(
                 node, self.handle, sampling, runtime=self._runtime_name
             )
+            await self._trim(self.handle, before, completion)
         else:
             completion = await self._request(node, self.ids, sampling)
         self.ids.extend(completion.token_ids)
@@ -147,7 +149,34 @@ class WeaveSequence:
         if branch is None:
             return await self._request(node, [*self.ids, *header_ids], sampling)
         await branch.extend(header_ids)
-        return await self._ctx.generate_on(node, branch, sampling, runtime=self._runtime_name)
+        before = len(branch.token_ids)
+        completion = await self._ctx.generate_on(node, branch, sampling, runtime=self._runtime_name)
+        await self._trim(branch, before, completion)
+        return completion
+
+    async def _trim(self, handle: SequenceHandle, before: int, completion: Completion) -> None:
+        """Make ``handle`` hold exactly its context plus the completion's tokens.
+
+        A runtime may keep in the sequence a stop it trimmed from the completion (EOS, a
+        stop string's tokens); the official controller cuts a thread at EOS, and the model
+        must not see an EOS in the middle of its context, so those tokens are dropped.
+        """
+        held = handle.token_ids[before:]
+        extra = len(held) - len(completion.token_ids)
+        if extra == 0:
+            return
+        if extra < 0 or held[: len(completion.token_ids)] != completion.token_ids:
+            raise GraphError(
+                "the sequence does not hold the tokens its completion returned",
+                graph="threadweaver",
+            )
+        if Capability.KV_RANGE_DROP not in self._rt.capabilities:
+            raise GraphError(
+                f"the sequence kept {extra} trimmed stop token(s) and cannot drop them",
+                graph="threadweaver",
+            )
+        end = before + len(held)
+        await handle.drop_range(end - extra, end)
 
     async def join(
         self, first: SequenceHandle | None, ids: Sequence[int], text: str, skip: int

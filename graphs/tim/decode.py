@@ -87,6 +87,7 @@ async def decode(session: Session, schema: dict[str, object]) -> None:
             ):
                 break  # EOS, the length limit, or an abort: the response ends here
     finally:
+        session.generated_tokens = generated
         session.handle = None
         await handle.release()
 

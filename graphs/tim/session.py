@@ -59,6 +59,8 @@ class Session:
         self.handle: SequenceHandle | None = None
         self.injected_tokens = 0
         self.tool_calls = 0
+        #: Tokens the single decode generated into its handle.
+        self.generated_tokens = 0
 
     @property
     def done(self) -> bool:
@@ -141,6 +143,8 @@ class Session:
             "prompt_tokens": len(transcript.prompt_ids),
             "document_chars": len(transcript.document),
             "injected_tokens": self.injected_tokens,
+            "generated_tokens": self.generated_tokens,
+            "encoded_tokens": transcript.encoded_tokens,
             "tool_calls": self.tool_calls,
             "prunes": [
                 {

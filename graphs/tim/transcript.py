@@ -76,6 +76,9 @@ class Transcript:
         self._offsets: list[int] = []  # document offset of each live character
         self.text = ""  # the live text
         self.peak_tokens = len(self.prompt_ids)
+        #: Tokens encoded into a handle besides the prompt and generation: injected text and
+        #: tokens re-encoded after drops (what a KV-level edit costs).
+        self.encoded_tokens = 0
 
     @property
     def token_ids(self) -> list[int]:
@@ -103,6 +106,7 @@ class Transcript:
             raise ValueError(f"tokenizing {text!r} does not round-trip through the runtime")
         if handle is not None:
             await handle.extend(ids)
+            self.encoded_tokens += len(ids)
         self.add(ids, pieces)
         return ids
 
@@ -133,6 +137,7 @@ class Transcript:
         if token_start == lo and (last == 0 or self._ends[last - 1] == hi):
             if handle is not None:
                 await handle.drop_range(base + first, base + last)
+                self.encoded_tokens += len(self.tokens) - last
             tail = len(self.tokens) - last
             self._cut(first, last, hi)
             return Edit(last - first, tail, len(self))
@@ -149,6 +154,7 @@ class Transcript:
             raise ValueError(f"tokenizing {kept!r} does not round-trip through the runtime")
         if handle is not None and ids:
             await handle.extend(ids)
+            self.encoded_tokens += len(ids)
         self._append_live(ids, pieces, kept_offsets)
         return Edit(before - len(self) + len(ids), len(ids), len(self))
 

@@ -227,7 +227,7 @@ async def test_prompted_mode_drives_the_outline_stage_for_any_model() -> None:
         {
             "rules": [
                 {"endswith": "<Outline> 1:", "outputs": [" find a\nNOT REACHED"]},
-                {"endswith": "<Outline> 2:", "outputs": [" find b\n"]},
+                {"endswith": "<Outline> 2:", "outputs": [" find b"]},  # EOS: newline added
                 {"endswith": "\n<Thread>\n1:", "outputs": [" a=3</Thread>"]},
                 {"endswith": "\n<Thread>\n2:", "outputs": [" b=4</Thread>"]},
                 {"endswith": "</Parallel>\n", "outputs": ["#### 7"]},
@@ -237,7 +237,7 @@ async def test_prompted_mode_drives_the_outline_stage_for_any_model() -> None:
     result = await weave(rt, mode="prompted", temperature=0.0)
     assert tree(result) == [
         ("r", "question", (), QUESTION),
-        ("r.0", "outline", ("r",), " find a"),
+        ("r.0", "outline", ("r",), " find a\n"),
         ("r.1", "outline", ("r",), " find b"),
         ("r.0.0", "thread", ("r.0",), " a=3</Thread>"),
         ("r.1.0", "thread", ("r.1",), " b=4</Thread>"),

@@ -335,3 +335,42 @@ async def test_config_and_prompt() -> None:
     text = system_prompt(TimConfig(), tools[:1])
     assert text.endswith("- add: a + b parameters: " + json.dumps(NUMBERS))
     assert system_prompt(TimConfig(system_prompt="mine"), tools) == "mine"
+
+
+async def test_a_forced_list_the_model_skips_is_opened_by_the_orchestrator() -> None:
+    outputs = [
+        '{"reasoning": [{"thought": "T1", "conclusion"',
+        '{"thought": "A", "conclusion"',
+        ': "a"}], "conclusion"',
+        ': "c"}], "answer": "x"}',
+    ]
+    rt = ScriptedRuntime({"rules": [{"contains": "", "outputs": outputs}]})
+    result = await tim(rt, graph_options={"shape": [{"subtasks": [{}]}]})
+    assert result.graph["r.0"].text == (
+        '{"reasoning": [{"thought": "T1", "subtasks": [{"thought": "A", "conclusion": "a"}], '
+        '"conclusion": "c"}], "answer": "x"}'
+    )
+    assert rt.stats.num_drops == 1  # ', "conclusion"' cut off again
+    assert result.meta["tim"]["injected_tokens"] == len(', "subtasks": [')
+    assert [n.kind for n in result.graph][2:6] == ["task", "thought", "subtasks", "task"]
+
+
+@pytest.mark.parametrize(("on_error", "stop"), [("isolate", "done"), ("fail_fast", "error")])
+async def test_a_runtime_error_fails_the_response_and_cancels_the_open_nodes(
+    on_error: str, stop: str
+) -> None:
+    outputs: list[Any] = [pieces(THREE_LEVELS)[0], {"raise_error": "the GPU fell over"}]
+    rt = ScriptedRuntime({"rules": [{"contains": "", "outputs": outputs}]})
+    result = await tim(rt, on_error=on_error)
+    assert result.stop_reason == stop
+    response = result.graph["r.0"]
+    assert response.status.value == "failed"
+    assert response.error == "RuntimeFailure: runtime 'scripted': the GPU fell over"
+    statuses = {n.kind: n.status.value for n in result.graph if n.id.startswith("r.0.")}
+    assert statuses == {
+        "task": "cancelled",
+        "subtasks": "cancelled",
+        "thought": "done",
+        "conclusion": "cancelled",
+    }
+    assert rt.stats.num_live_handles == 0
