@@ -95,7 +95,8 @@ class DecoderLayer(nn.Module):
             attn[start:end] = backend.forward(self.index, q[start:end], plan)
         x = x + self.o_proj(attn.view(x.shape[0], -1))
         gate, up = self.gate_up(self.post_norm(x)).chunk(2, dim=-1)
-        return x + self.down(F.silu(gate) * up)
+        out: torch.Tensor = x + self.down(F.silu(gate) * up)
+        return out
 
 
 class CausalLM(nn.Module):
@@ -103,7 +104,9 @@ class CausalLM(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_layers))
+        layers = [DecoderLayer(config, i) for i in range(config.num_layers)]
+        self.layers = nn.ModuleList(layers)
+        self.decoder_layers = layers  # the same modules, typed
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.lm_head = (
             None
@@ -116,9 +119,10 @@ class CausalLM(nn.Module):
     ) -> torch.Tensor:
         """Hidden states after the final norm. # -> [T, hidden]"""
         x = self.embed(step.input_ids)
-        for layer in self.layers:
+        for layer in self.decoder_layers:
             x = layer(x, step, cache, rope)
-        return self.norm(x)
+        out: torch.Tensor = self.norm(x)
+        return out
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         # hidden: [N, hidden] -> [N, vocab] in fp32
@@ -144,7 +148,7 @@ class CausalLM(nn.Module):
             self.norm.weight.copy_(take("model.norm.weight"))
             if self.lm_head is not None:
                 self.lm_head.weight.copy_(take("lm_head.weight"))
-            for i, layer in enumerate(self.layers):
+            for i, layer in enumerate(self.decoder_layers):
                 p = f"model.layers.{i}."
                 attn = [take(f"{p}self_attn.{n}_proj.weight") for n in "qkv"]
                 layer.qkv.weight.copy_(torch.cat(attn))

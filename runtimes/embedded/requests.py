@@ -63,6 +63,11 @@ class PreparedRequest:
         )
 
 
+def _raise_first(seqs: list[Seq]) -> None:
+    for seq in seqs:
+        seq.raise_error()
+
+
 async def score(runtime: EmbeddedRuntime, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
     """Teacher-forced logprobs: one sequence per continuation, prompts shared through the
     prefix cache, logits collected from the last prompt position on."""
@@ -84,7 +89,7 @@ async def score(runtime: EmbeddedRuntime, requests: Sequence[ScoreRequest]) -> l
                 runtime.engine.scheduler.add(seq)
         await runtime.engine.wait_until(
             lambda: all(s.num_computed == len(s.token_ids) for s in seqs),
-            check=lambda: [s.raise_error() for s in seqs],
+            check=lambda: _raise_first(seqs),
         )
     finally:
         with anyio.CancelScope(shield=True):

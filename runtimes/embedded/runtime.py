@@ -45,6 +45,11 @@ PROVIDER = "orchestrator.embedded"
 _GOLDEN = 0x9E3779B97F4A7C15
 
 
+def _raise_first(states: list[PreparedRequest]) -> None:
+    for state in states:
+        state.raise_error()
+
+
 class EmbeddedRuntime:
     provider = PROVIDER
     capabilities = (
@@ -185,7 +190,7 @@ class EmbeddedRuntime:
                 for state in states:
                     self.engine.scheduler.add(state.seq)
             await self.engine.wait_until(
-                lambda: all(s.done for s in states), check=lambda: [s.raise_error() for s in states]
+                lambda: all(s.done for s in states), check=lambda: _raise_first(states)
             )
             return [s.result() for s in states]
         finally:

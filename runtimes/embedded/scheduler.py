@@ -102,7 +102,8 @@ class Scheduler:
             seq.status, seq.admitted_step = SeqStatus.RUNNING, self.num_steps
             self.running.append(seq)
         self.running.sort(key=lambda s: s.arrival)
-        singles, prefills = [], []
+        singles: list[Chunk] = []
+        prefills: list[Chunk] = []
         for seq in self.running:
             start, end = self._ready_range(seq)
             if end > start:

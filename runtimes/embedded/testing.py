@@ -9,6 +9,7 @@ parity tests.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -36,7 +37,7 @@ def tiny_random_model(
     from transformers import LlamaConfig, LlamaForCausalLM
 
     directory = Path(directory)
-    config = LlamaConfig(
+    options: dict[str, Any] = dict(
         vocab_size=49152,
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
@@ -51,6 +52,7 @@ def tiny_random_model(
         eos_token_id=2,
         initializer_range=initializer_range,
     )
+    config = LlamaConfig(**options)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
