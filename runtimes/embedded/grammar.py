@@ -111,4 +111,4 @@ class GrammarState:
         """Set the logits of tokens the grammar forbids next to -inf, in place. # logits: [V]"""
         bitmask = self._xgr.allocate_token_bitmask(1, self._vocab_size)
         self._matcher.fill_next_token_bitmask(bitmask, 0)
-        self._xgr.apply_token_bitmask_inplace(logits.view(1, -1), bitmask)
+        self._xgr.apply_token_bitmask_inplace(logits.view(1, -1), bitmask.to(logits.device))

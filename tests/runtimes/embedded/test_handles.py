@@ -236,3 +236,22 @@ async def test_handle_misuse_is_rejected(runtime: EmbeddedRuntime) -> None:
     with pytest.raises(RequestRejected, match="segment 0: the handle was released"):
         await runtime.view([SegmentSpec(handle=handle)])
     assert runtime.statistics().blocks_in_use == 0
+
+
+async def test_a_cancelled_handle_generation_keeps_the_handle_usable(
+    runtime: EmbeddedRuntime,
+) -> None:
+    handle = await runtime.open_sequence(TEXT)
+    start = len(handle.token_ids)
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(handle.generate, SamplingParams(max_new_tokens=500, ignore_eos=True))
+            while len(handle.token_ids) < start + 3:
+                await runtime.engine.advance()  # wait for steps, not for time
+            scope.cancel()
+    grown = len(handle.token_ids)
+    assert grown >= start + 3 and handle.seq.gen is None
+    completion = await handle.generate(SamplingParams(max_new_tokens=2, ignore_eos=True))
+    assert len(handle.token_ids) == grown + 2 == start + (grown - start) + len(completion.token_ids)
+    await handle.release()
+    assert runtime.statistics().blocks_in_use == 0

@@ -229,3 +229,35 @@ async def test_a_repeated_prompt_is_served_from_the_prefix_cache(runtime: Embedd
     cached = (len(ids) - 1) // 4 * 4  # full blocks, never the last token
     assert result.usage.cached_tokens == cached
     assert runner.tokens_computed - before == len(ids) - cached + 3
+
+
+async def test_requests_arriving_together_compute_their_shared_prefix_once(
+    runtime: EmbeddedRuntime,
+) -> None:
+    prefix = (await runtime.tokenize(PROMPT * 8))[:32]
+    assert len(prefix) == 32  # 8 full blocks
+    prompts = [prefix + [100 + i] * 5 for i in range(4)]
+    runner = runtime.engine.runner
+    sampling = SamplingParams(max_new_tokens=3, temperature=0, ignore_eos=True)
+    results = await runtime.generate(
+        [GenerateRequest(prompt=p, sampling=sampling) for p in prompts]
+    )
+    # 32 shared + 4 x 5 distinct prompt tokens, then 2 fed-back tokens per request.
+    assert runner.tokens_computed == 32 + 4 * 5 + 4 * 2
+    assert [r.usage.cached_tokens for r in results] == [0, 32, 32, 32]
+    assert runtime.statistics().blocks_in_use == 0
+
+
+async def test_streaming_n_samples_matches_generate(runtime: EmbeddedRuntime) -> None:
+    request = GenerateRequest(
+        prompt=PROMPT, sampling=SamplingParams(max_new_tokens=6, temperature=1.0, seed=7, n=2)
+    )
+    chunks = [chunk async for chunk in runtime.stream(request)]
+    [expected] = await runtime.generate([request])
+    finals = [c for c in chunks if c.completion is not None]
+    assert [c.index for c in finals] == [0, 1]
+    assert [c.completion for c in finals] == expected.completions
+    for index in (0, 1):
+        streamed = [t for c in chunks if c.index == index for t in c.token_ids]
+        assert streamed == expected.completions[index].token_ids
+    assert finals[-1].usage == expected.usage.model_copy(update={"cached_tokens": 0})
