@@ -145,6 +145,7 @@ class Session:
             "injected_tokens": self.injected_tokens,
             "generated_tokens": self.generated_tokens,
             "encoded_tokens": transcript.encoded_tokens,
+            "kv_drops": transcript.drops,
             "tool_calls": self.tool_calls,
             "prunes": [
                 {

@@ -79,6 +79,8 @@ class Transcript:
         #: Tokens encoded into a handle besides the prompt and generation: injected text and
         #: tokens re-encoded after drops (what a KV-level edit costs).
         self.encoded_tokens = 0
+        #: ``drop_range`` calls made on a handle (prunes, and cuts of an overshoot).
+        self.drops = 0
 
     @property
     def token_ids(self) -> list[int]:
@@ -137,6 +139,7 @@ class Transcript:
         if token_start == lo and (last == 0 or self._ends[last - 1] == hi):
             if handle is not None:
                 await handle.drop_range(base + first, base + last)
+                self.drops += 1
                 self.encoded_tokens += len(self.tokens) - last
             tail = len(self.tokens) - last
             self._cut(first, last, hi)
@@ -147,6 +150,7 @@ class Transcript:
         kept_offsets = self._offsets[token_start:lo] + self._offsets[hi:]
         if handle is not None:
             await handle.drop_range(base + first, before)
+            self.drops += 1
         self._truncate(first)
         ids = await self._rt.tokenize(kept) if kept else []
         pieces = await token_pieces(self._rt, ids, self.token_ids)
