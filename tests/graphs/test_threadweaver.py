@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from orchestrator.graphs.threadweaver_format import TAGS, split_tags
 
 from orchestrator import Capability, ChatMessage, ConfigError, Orchestrator, Prompt, RunResult
@@ -252,3 +256,53 @@ async def test_prompted_mode_drives_the_outline_stage_for_any_model() -> None:
     # one block only (max_blocks applies to prompted outline stages too): the last step
     # decodes to EOS without stopping at </Outlines>
     assert rt.calls[-1].sampling is not None and rt.calls[-1].sampling.stop == ()
+
+
+async def test_cancelling_a_run_mid_block_releases_every_handle() -> None:
+    rules = script()
+    rules["rules"][2]["delay"] = 30.0  # thread 2 hangs until cancelled
+    rt = ScriptedRuntime(rules, special_tokens=TAG_IDS)
+    run = Orchestrator(rt).prepare(QUESTION, graph="threadweaver")
+    results: list[RunResult] = []
+    async with anyio.create_task_group() as tg:
+
+        async def execute() -> None:
+            results.append(await run.execute())
+
+        tg.start_soon(execute)
+        await anyio.wait_all_tasks_blocked()
+        run.cancel()
+    (result,) = results
+    assert result.stop_reason == "cancelled"
+    assert [(n.kind, n.status.value) for n in result.graph][4:] == [
+        ("thread", "done"),
+        ("thread", "cancelled"),
+    ]
+    assert rt.stats.num_live_handles == 0
+
+
+async def test_every_generation_is_traced_under_its_node() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    result = await Orchestrator(runtime(), tracer_provider=provider).run(
+        QUESTION, graph="threadweaver"
+    )
+    spans = exporter.get_finished_spans()
+    calls = [s for s in spans if s.name == "text_completion scripted"]
+    assert sorted(str(c.attributes["orchestrator.node.id"]) for c in calls) == [
+        "r.0",
+        "r.0.0.0",
+        "r.0.0.0.0",
+        "r.0.1.0",
+    ]
+    kinds = sorted(
+        s.attributes["orchestrator.node.kind"]
+        for s in spans
+        if s.name.startswith("orchestrator.node")
+    )
+    assert kinds == ["outline", "outline", "sequential", "sequential", "thread", "thread"]
+    assert {c.attributes["gen_ai.usage.output_tokens"] for c in calls} == {
+        result.graph[str(c.attributes["orchestrator.node.id"])].usage.generated_tokens
+        for c in calls
+    }

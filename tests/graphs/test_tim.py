@@ -6,7 +6,11 @@ import itertools
 import json
 from typing import Any
 
+import anyio
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from orchestrator.graphs.tim.config import TimConfig, system_prompt
 
 from orchestrator import (
@@ -374,3 +378,53 @@ async def test_a_runtime_error_fails_the_response_and_cancels_the_open_nodes(
         "conclusion": "cancelled",
     }
     assert rt.stats.num_live_handles == 0
+
+
+async def test_cancelling_mid_decode_releases_the_sequence_and_cancels_open_nodes() -> None:
+    outputs: list[Any] = pieces(THREE_LEVELS)
+    outputs[1] = {"text": outputs[1], "delay": 30.0}
+    rt = ScriptedRuntime({"rules": [{"contains": "", "outputs": outputs}]})
+    run = Orchestrator(rt, plugins=[Tools()]).prepare(QUESTION, graph="tim")
+    results: list[RunResult] = []
+    async with anyio.create_task_group() as tg:
+
+        async def execute() -> None:
+            results.append(await run.execute())
+
+        tg.start_soon(execute)
+        await anyio.wait_all_tasks_blocked()
+        run.cancel()
+    (result,) = results
+    assert result.stop_reason == "cancelled"
+    assert rt.stats.num_live_handles == 0
+    assert [(n.id, n.status.value) for n in result.graph if n.status.value != "done"] == [
+        ("r.0", "cancelled"),
+        ("r.0.0", "cancelled"),
+        ("r.0.0.1", "cancelled"),
+        ("r.0.0.1.0", "cancelled"),
+        ("r.0.0.1.0.1", "cancelled"),
+        ("r.0.0.1.0.1.0", "cancelled"),
+        ("r.0.0.1.0.1.0.1", "cancelled"),
+    ]
+
+
+async def test_the_decode_is_traced_on_the_response_node() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    orch = Orchestrator(
+        runtime(TOOL_DOC, {"mul": {"result": 42}}), plugins=[Tools()], tracer_provider=provider
+    )
+    result = await orch.run(QUESTION, graph="tim")
+    spans = exporter.get_finished_spans()
+    calls = [s for s in spans if s.name == "text_completion scripted"]
+    assert [c.attributes["orchestrator.node.id"] for c in calls] == ["r.0"] * 3
+    assert sum(c.attributes["gen_ai.usage.output_tokens"] for c in calls) == (
+        result.graph["r.0"].usage.generated_tokens
+    )
+    kinds = [
+        s.attributes["orchestrator.node.kind"]
+        for s in spans
+        if s.name.startswith("orchestrator.node")
+    ]
+    assert sorted(kinds) == sorted(n.kind for n in result.graph if n.kind != "question")
