@@ -113,3 +113,23 @@ def test_merge_states_of_a_split_softmax_is_exact() -> None:
     outs = [s.softmax(-1) @ v for s, v in parts]
     lses = [s.logsumexp(-1) for s, _ in parts]
     assert torch.allclose(merge_states(outs, lses), whole, atol=1e-6)
+
+
+def test_sdpa_cascade_over_a_shared_prefix_agrees_with_reference() -> None:
+    cache = KVCache(1, 64, 4, KV_HEADS, DIM, dtype=torch.float32, device=torch.device("cpu"))
+    rope = Rope(DIM, 10000.0, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(3)
+    cache.kv[0] = torch.randn(256, 2 * KV_HEADS, DIM, generator=generator)
+    shared = torch.arange(0, 80)  # 80 slots every row starts with: the cascade path
+    own = [torch.arange(100, 103), torch.arange(120, 130), torch.arange(140, 141)]
+    rows = [Row(i, 1, 80 + len(o) - 1, (Piece(torch.cat([shared, o])),)) for i, o in enumerate(own)]
+    q = torch.randn(3, HEADS, DIM, generator=generator)
+    backend = SdpaBackend(cache, rope, HEADS)
+    plan = backend.plan(rows, torch.float32)
+    assert plan.decode is not None and plan.decode.prefix is not None
+    out = backend.forward(0, q, plan)
+    for i, row in enumerate(rows):
+        slots = row.pieces[0].slots
+        visible = torch.ones(1, len(slots), dtype=torch.bool)
+        expected = reference(q[i : i + 1], cache.k[0, slots], cache.v[0, slots], visible)
+        assert torch.allclose(out[i : i + 1], expected, atol=1e-5)

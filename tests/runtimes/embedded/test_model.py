@@ -66,6 +66,20 @@ async def test_greedy_generation_matches_hf_generate(
     assert runtime.statistics().blocks_in_use == 0
 
 
+async def test_decoding_over_a_long_shared_prefix_matches_hf(
+    tiny_model_dir: Path, runtime: EmbeddedRuntime
+) -> None:
+    # Every decode row starts with the same 100+ tokens: the cascade path attends them once.
+    prompts = [PREFIX * 6 + ending for ending in ("storms.", "fish.", "gulls.")]
+    params = SamplingParams(max_new_tokens=32, temperature=0, ignore_eos=True)
+    results = await runtime.generate([GenerateRequest(prompt=p, sampling=params) for p in prompts])
+    assert min(r.usage.cached_tokens for r in results[1:]) >= 64
+    for prompt, result in zip(prompts, results, strict=True):
+        ids = await runtime.tokenize(prompt)
+        reference, scores = hf_greedy(tiny_model_dir, ids, 32)
+        assert_greedy_parity(result.completions[0].token_ids, reference, scores)
+
+
 @pytest.mark.parametrize("attention", ["sdpa", "segment"])
 async def test_prompt_logits_match_hf_forward(
     tiny_model_dir: Path, make_runtime: Callable[..., EmbeddedRuntime], attention: str
