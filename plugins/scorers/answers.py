@@ -2,6 +2,8 @@
 
 Extraction order: the last ``\\boxed{...}``; the number after the last ``####``; the phrase
 "the answer is X"; otherwise the last number in the text (only when ``fallback_last_number``).
+Special-token markup a runtime may leave in the text (``<|im_end|>``) is ignored, and after
+``####`` a leading number is the answer (``#### $15 marbles`` is ``15``).
 """
 
 from __future__ import annotations
@@ -15,14 +17,21 @@ _BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
 _HASHES = re.compile(r"####\s*([^\n]+)")
 _ANSWER_IS = re.compile(r"answer is[:\s]*\$?\s*(-?[\d,]*\.?\d+)", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+_LEADING_NUMBER = re.compile(r"\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)(?![\d/^])")
+_SPECIAL = re.compile(r"<\|[^|<>\s]*\|>")
 
 
 def extract_answer(text: str, *, fallback_last_number: bool = True) -> str | None:
     """The final answer stated in ``text``, normalised, or ``None``."""
+    text = _SPECIAL.sub("", text)
     for pattern in (_BOXED, _HASHES, _ANSWER_IS):
         matches = pattern.findall(text)
         if matches:
-            return normalize_answer(matches[-1])
+            raw = matches[-1]
+            number = _LEADING_NUMBER.match(raw) if pattern is _HASHES else None
+            answer = normalize_answer(number.group(1) if number else raw)
+            if answer:
+                return answer
     if fallback_last_number:
         numbers = _NUMBER.findall(text)
         if numbers:

@@ -1,5 +1,8 @@
 """Best-of-N: sample N whole solutions from the question, score them, keep the best.
 
+Verifier reranking as in Cobbe et al., 2021, "Training Verifiers to Solve Math Word Problems"
+(arXiv 2110.14168), the baseline of the A*-decoding and particle-filtering papers.
+
 Parameters: ``n`` (samples); ``selection``: ``argmax`` (default) keeps the highest score, ties
 going to the earliest sample (lowest index), so the choice is deterministic; ``softmax`` draws
 one sample from ``softmax(score / temperature)`` with a generator seeded from the run seed —
