@@ -102,7 +102,7 @@ async def score(runtime: EmbeddedRuntime, requests: Sequence[ScoreRequest]) -> l
         usage = Usage()
         for prompt_len, seq in jobs[cursor : cursor + len(request.continuations)]:
             logits = torch.cat(seq.collected_logits)[: len(seq.token_ids) - prompt_len]
-            targets = torch.tensor(seq.token_ids[prompt_len:])
+            targets = torch.tensor(seq.token_ids[prompt_len:], device=logits.device)
             lps = logits.log_softmax(-1).gather(1, targets[:, None])[:, 0]
             token_lps.append(lps.tolist())
             usage += Usage(prompt_tokens=len(seq.token_ids), cached_tokens=seq.num_cached)

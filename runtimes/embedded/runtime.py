@@ -34,6 +34,7 @@ from orchestrator import (
 
 from .block_manager import BlockStatistics
 from .build import Components
+from .config import ModelConfig
 from .generation import Generation
 from .grammar import GrammarCompiler, GrammarState
 from .handles import EmbeddedSequenceHandle, open_handle, open_view
@@ -51,6 +52,15 @@ def _raise_first(states: list[PreparedRequest]) -> None:
 
 
 class EmbeddedRuntime:
+    """The embedded runtime. Build it with :meth:`from_pretrained` (or a spec
+    ``embedded:TARGET?...`` through the plugin); close it with :meth:`aclose`.
+
+    ``cost_per_token`` is the forward cost of one token in GFLOPs (two per weight touched):
+    0.27 for SmolLM2-135M, proportionally less for a first-k-layers draft. ``statistics()``
+    reports the KV block pool (blocks in use return to zero once every request finished and
+    every handle was released); ``engine.runner`` counts tokens computed and blocks copied.
+    """
+
     provider = PROVIDER
     capabilities = (
         Capability.PREFIX_SHARING
@@ -96,6 +106,10 @@ class EmbeddedRuntime:
 
         components, name = build(path, **options)
         return cls(components, model=name)
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return self._c.model_config
 
     @property
     def eos_token_ids(self) -> tuple[int, ...]:

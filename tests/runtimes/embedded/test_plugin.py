@@ -37,7 +37,7 @@ def test_a_spec_builds_a_configured_runtime(registry: object, tiny_model_dir: Pa
     )
     runtime = registry.get("runtime", kind).factory(target, options)  # type: ignore[attr-defined]
     assert isinstance(runtime, EmbeddedRuntime)
-    assert runtime._c.model_config.num_layers == 1
+    assert runtime.model_config.num_layers == 1
     assert runtime.engine.blocks.block_size == 8
     assert runtime.model == tiny_model_dir.name
     anyio.run(runtime.aclose)

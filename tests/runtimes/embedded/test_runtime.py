@@ -64,7 +64,7 @@ async def test_first_layers_draft_variant_is_cheaper(
     make_runtime: Callable[..., EmbeddedRuntime],
 ) -> None:
     full, draft = make_runtime(), make_runtime(layers=1)
-    assert draft._c.model_config.num_layers == 1
+    assert draft.model_config.num_layers == 1
     assert draft.cost_per_token < full.cost_per_token
     assert len(await greedy(draft)) == 16
 

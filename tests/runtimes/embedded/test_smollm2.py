@@ -67,7 +67,7 @@ async def test_a_chat_answer_ends_with_eos(smollm2: EmbeddedRuntime) -> None:
 def test_the_draft_variant_from_a_spec() -> None:
     draft = make_runtime("smollm2", {"layers": "4"})
     assert draft.model == "SmolLM2-135M-Instruct-first4"
-    assert draft._c.model_config.num_layers == 4
+    assert draft.model_config.num_layers == 4
     request = GenerateRequest(
         prompt="Hello", sampling=SamplingParams(max_new_tokens=5, temperature=0, ignore_eos=True)
     )
