@@ -53,7 +53,8 @@ async def token_pieces(rt: Runtime, ids: Sequence[int], before: Sequence[int] = 
 
 @dataclass(frozen=True, slots=True)
 class Edit:
-    """What one removal did: live tokens dropped, and tokens encoded again after them."""
+    """What one removal did: live tokens removed (net), tokens encoded again after them,
+    and the live tokens left (prompt included)."""
 
     dropped_tokens: int
     reencoded_tokens: int
@@ -160,7 +161,7 @@ class Transcript:
             await handle.extend(ids)
             self.encoded_tokens += len(ids)
         self._append_live(ids, pieces, kept_offsets)
-        return Edit(before - len(self) + len(ids), len(ids), len(self))
+        return Edit(before - len(self), len(ids), len(self))
 
     # -- list bookkeeping ----------------------------------------------------------------
 

@@ -105,7 +105,9 @@ async def test_a_span_inside_merged_tokens_drops_from_there_and_reencodes_the_ke
     transcript, handle = await fill(rt, doc)
     start = doc.index(', "s"')  # inside the '",' token after "x
     end = doc.index(', "c"')  # inside the '],' token
+    before = len(transcript)
     edit = await transcript.remove(start, end, handle)
+    assert edit.dropped_tokens == before - len(transcript)
     assert transcript.text == '{"t": "x", "c": "z"}'
     assert handle.token_ids == transcript.token_ids
     kept = await rt.tokenize('", "c": "z"}')
