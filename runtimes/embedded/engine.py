@@ -82,6 +82,7 @@ class Engine:
             if done():
                 return
             if not await self.advance() and not done():
+                check()  # the idle step may have recorded why this waiter cannot progress
                 raise RuntimeFailure(
                     "a sequence is waiting for work that no step can do", runtime=PROVIDER
                 )

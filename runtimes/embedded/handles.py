@@ -8,7 +8,8 @@ are computed; cancellation cannot leave a half-registered operation behind.
 A view's ``token_ids`` are its *own* tokens (the segment it writes); other views can place
 them as a segment, which is how Hogwild! workers read each other's growing steps.
 ``context_token_ids`` is the whole context the view reads, i.e. what recomputing it from
-scratch would have to encode.
+scratch would have to encode. Generated tokens stay in the handle's sequence (their KV is
+resident) even when the returned completion leaves a matched stop out.
 
 The handle carries a grammar matcher: a ``generate`` with a grammar starts one (or, with
 the same grammar, continues it), generated and forced tokens advance it, a dropped range
@@ -71,6 +72,7 @@ class EmbeddedSequenceHandle:
             raise _reject("the sequence handle was released")
         if self.seq.gen is not None:
             raise _reject("the sequence is already generating")
+        self.seq.error = None  # a failure was reported by the operation that met it
 
     async def _settle(self) -> None:
         seq = self.seq

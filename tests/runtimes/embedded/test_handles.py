@@ -11,7 +11,7 @@ import pytest
 import torch
 from orchestrator.runtimes.embedded import EmbeddedRuntime, EmbeddedSequenceHandle
 
-from orchestrator import RequestRejected, SamplingParams, SegmentSpec
+from orchestrator import RequestRejected, RuntimeFailure, SamplingParams, SegmentSpec
 
 pytestmark = pytest.mark.anyio
 
@@ -254,4 +254,21 @@ async def test_a_cancelled_handle_generation_keeps_the_handle_usable(
     completion = await handle.generate(SamplingParams(max_new_tokens=2, ignore_eos=True))
     assert len(handle.token_ids) == grown + 2 == start + (grown - start) + len(completion.token_ids)
     await handle.release()
+    assert runtime.statistics().blocks_in_use == 0
+
+
+async def test_handles_that_exhaust_the_budget_get_an_error_not_a_hang(
+    make_runtime: Callable[..., EmbeddedRuntime],
+) -> None:
+    runtime = make_runtime(kv_cache_bytes=16 * 2048)  # 16 blocks of 4 tokens
+    big = await runtime.open_sequence(list(range(1000, 1040)))  # 10 blocks
+    small = await runtime.open_sequence(list(range(2000, 2020)))  # 5 blocks
+    with pytest.raises(
+        RuntimeFailure, match="KV cache budget of 16 blocks is exhausted by sequence handles"
+    ):
+        await small.extend(list(range(3000, 3010)))
+    await big.release()
+    await small.extend([3010, 3011])  # the handle works again once blocks are free
+    assert len(small.token_ids) == 20 + 10 + 2
+    await small.release()
     assert runtime.statistics().blocks_in_use == 0
