@@ -49,9 +49,18 @@ class Opening:
 
 
 class Board:
-    def __init__(self, names: Sequence[str], self_check_every: int) -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        self_check_every: int,
+        *,
+        boundary_by_text: bool = False,
+        numeric_answer: bool = False,
+    ) -> None:
         self.names = tuple(names)
         self.self_check_every = self_check_every
+        self.boundary_by_text = boundary_by_text
+        self.numeric_answer = numeric_answer
         self.step_index = [1] * len(names)
         #: Each worker's current step: opening + generated tokens, and its text.
         self.current: list[list[int]] = [[] for _ in names]
@@ -81,7 +90,10 @@ class Board:
             self.finished = self.finished or "eos"
         # Earlier tokens of a multi-token round were fed before this one was sampled.
         self.since_check += max(0, len(token_ids) - 1)
-        if not token_ids or not is_end_of_step(self.current_text[worker], boundary_token):
+        ended = is_end_of_step(
+            self.current_text[worker], boundary_token, by_text=self.boundary_by_text
+        )
+        if not token_ids or not ended:
             if token_ids:
                 self.since_check += 1
             return None
@@ -93,7 +105,7 @@ class Board:
         )
         self.history.append(step)
         self.current[worker], self.current_text[worker] = [], ""
-        if final_answer(step.text) is not None:
+        if final_answer(step.text, numeric=self.numeric_answer) is not None:
             self.finished = self.finished or "answer"
             return None  # the collaboration is over: no next step to open
         self.step_index[worker] += 1

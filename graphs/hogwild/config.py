@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["DEFAULT_NAMES", "HogwildConfig"]
@@ -24,12 +26,19 @@ class HogwildConfig(BaseModel):
     - ``temperature`` / ``top_p``: collaboration sampling; the reference samples with the
       model's generation config (QwQ-32B: 0.6 / 0.95) [unverified for other models].
     - ``suggestions``: include the "How to collaborate" list (reference default True).
-    - ``stop_on_eos``: an EOS from any worker ends the collaboration (``inference_lib``); the
-      ``main`` branch suppresses EOS instead, which needs logit suppression the runtime
-      protocol does not offer, so this cannot be turned off [documented gap].
+    - ``step_boundary``: ``token`` (the reference's rule: the newest token contains
+      ``"\n\n"``) or ``text`` (the newest token completes a ``"\n\n"`` that ends the
+      step's text: for tokenizers such as SmolLM2's, which write ``".\n\n"`` as ``"."``,
+      ``"\n"``, ``"\n"``, so the reference's rule never fires) [ours].
+    - ``numeric_answer``: a ``\boxed{}`` answer must be a number (the reference's
+      ``MathFormatting`` parses it with ``float``); False accepts any non-empty text.
     - ``fallback_every``: on runtimes without shared segments, each worker is re-prompted
       with its combined view every this many tokens (approximate; reported as a fallback).
     - ``force_fallback``: take the fallback even where shared segments exist (benchmarks).
+
+    An EOS from any worker ends the collaboration (as on ``inference_lib``): the ``main``
+    branch suppresses EOS instead, which needs logit suppression the runtime protocol does
+    not offer.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -42,6 +51,8 @@ class HogwildConfig(BaseModel):
     temperature: float = Field(0.6, ge=0.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     suggestions: bool = True
+    step_boundary: Literal["token", "text"] = "token"
+    numeric_answer: bool = True
     fallback_every: int = Field(16, ge=1)
     force_fallback: bool = False
 

@@ -72,7 +72,12 @@ class _Collaboration:
         self.ctx = ctx
         self.config = config
         self.names = config.names
-        self.board = Board(self.names, config.self_check_every)
+        self.board = Board(
+            self.names,
+            config.self_check_every,
+            boundary_by_text=config.step_boundary == "text",
+            numeric_answer=config.numeric_answer,
+        )
         self.runtime_name = ctx.default_runtime
         self.runtime = ctx.runtime(self.runtime_name)
         self.shared = _NEEDS in self.runtime.capabilities and not config.force_fallback
@@ -254,7 +259,8 @@ class _Collaboration:
 
     async def _finish(self, pieces: Pieces) -> str | None:
         ctx, config = self.ctx, self.config
-        answer = final_answer(self.board.generated_text())
+        numeric = config.numeric_answer
+        answer = final_answer(self.board.generated_text(), numeric=numeric)
         node = ctx.add_node("answer", self.workers, AnswerAttrs())
         try:
             async with ctx.running(node):
@@ -269,7 +275,7 @@ class _Collaboration:
                     result = await ctx.generate(
                         node, GenerateRequest(prompt=prompt, sampling=sampling)
                     )
-                    answer = final_answer(BOXED + result.completions[0].text)
+                    answer = final_answer(BOXED + result.completions[0].text, numeric=numeric)
                 node.attrs = AnswerAttrs(answer=answer)
         except BudgetExhausted as exc:
             ctx.stopped_by = ctx.stopped_by or exc

@@ -127,10 +127,17 @@ def collaboration_prompt(names: Sequence[str], *, suggestions: bool = True) -> s
     return SEP.join(parts)
 
 
-def is_end_of_step(step_text: str, last_token_text: str) -> bool:
+def is_end_of_step(step_text: str, last_token_text: str, *, by_text: bool = False) -> bool:
     """The reference's step-boundary rule: the newest token contains the separator and the
-    step's text before its last separator, stripped, ends with sentence punctuation."""
-    if SEP not in last_token_text or SEP not in step_text:
+    step's text before its last separator, stripped, ends with sentence punctuation.
+
+    ``by_text``: the newest token *completes* a separator at the end of the text instead
+    (for tokenizers that write ``"\n\n"`` as two ``"\n"`` tokens, as SmolLM2's does after
+    punctuation; the reference's rule never fires there)."""
+    if by_text:
+        if not last_token_text or not step_text.endswith(SEP):
+            return False
+    elif SEP not in last_token_text or SEP not in step_text:
         return False
     before = step_text[: step_text.rindex(SEP)].strip()
     return before.endswith(END_OF_STEP_CHARS)
@@ -139,9 +146,11 @@ def is_end_of_step(step_text: str, last_token_text: str) -> bool:
 _BOXED_START = re.compile(re.escape(BOXED))
 
 
-def final_answer(text: str) -> str | None:
-    """The last non-empty ``\\boxed{...}`` in ``text`` (braces balanced), normalised; None
-    when there is none. The reference takes the text up to the first ``}``, which cuts
+def final_answer(text: str, *, numeric: bool = False) -> str | None:
+    """The last valid ``\\boxed{...}`` in ``text`` (braces balanced), normalised; None when
+    there is none. Valid: non-empty, and a number when ``numeric`` (the reference's
+    ``MathFormatting`` parses it with ``float``, so the prompt's own ``\\boxed{answer
+    here}`` is no answer). The reference takes the text up to the first ``}``, which cuts
     answers such as ``\\frac{1}{2}``; balancing the braces is our choice."""
     for match in reversed(list(_BOXED_START.finditer(text))):
         depth, start = 1, match.end()
@@ -151,8 +160,16 @@ def final_answer(text: str) -> str | None:
             elif text[i] == "}":
                 depth -= 1
                 if depth == 0:
-                    inner = text[start:i].strip()
-                    if inner:
-                        return normalize_answer(inner)
+                    inner = normalize_answer(text[start:i].strip())
+                    if inner and (not numeric or _is_number(inner)):
+                        return inner
                     break
     return None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -22,6 +22,8 @@ from orchestrator.graphs.hogwild.prompt import (
 from orchestrator import Capability, ConfigError, Orchestrator, RunResult, SamplingParams
 from orchestrator.testing import ALL_CAPABILITIES, ScriptedRuntime
 
+pytestmark = pytest.mark.anyio
+
 SEP_ID = 3  # "\n\n" is one token, as real tokenizers have tokens containing it
 QUESTION = "Add 3 and 4."
 ALICE_1 = "**Alice [1]:** Hi, I'm Alice. Here's how we can"
@@ -30,10 +32,10 @@ NO_SEGMENTS = ALL_CAPABILITIES & ~Capability.SHARED_SEGMENTS
 _HEADER = re.compile(r"\*\*(\w+) \[\d+\]:\*\* ")
 
 
-def _tokens(text: str) -> list[str]:
+def _tokens(text: str, sep_token: bool = True) -> list[str]:
     out, i = [], 0
     while i < len(text):
-        size = 2 if text.startswith(SEP, i) else 1
+        size = 2 if sep_token and text.startswith(SEP, i) else 1
         out.append(text[i : i + size])
         i += size
     return out
@@ -45,7 +47,10 @@ class Workers:
     is recognised by the last step header of its own block (after the view's last
     "### Work in progress (own)"); every turn's view is kept in ``views``."""
 
-    def __init__(self, scripts: Mapping[str, str], finisher: str = "0}") -> None:
+    def __init__(
+        self, scripts: Mapping[str, str], finisher: str = "0}", *, sep_token: bool = True
+    ) -> None:
+        self.sep_token = sep_token
         self.scripts = dict(scripts)
         self.cursors = dict.fromkeys(scripts, 0)
         self.finisher = finisher
@@ -58,7 +63,7 @@ class Workers:
         self.views.append((name, prompt))
         rest = self.scripts[name][self.cursors[name] :]
         taken = 0
-        for token in _tokens(rest)[: sampling.max_new_tokens]:
+        for token in _tokens(rest, self.sep_token)[: sampling.max_new_tokens]:
             taken += len(token)
             if SEP in sampling.stop and token == SEP:
                 break
@@ -66,9 +71,8 @@ class Workers:
         return rest
 
     def runtime(self, capabilities: Capability = ALL_CAPABILITIES) -> ScriptedRuntime:
-        return ScriptedRuntime(
-            responder=self, special_tokens={SEP: SEP_ID}, capabilities=capabilities
-        )
+        special = {SEP: SEP_ID} if self.sep_token else {}
+        return ScriptedRuntime(responder=self, special_tokens=special, capabilities=capabilities)
 
 
 def prompt_text(question: str = QUESTION, names: tuple[str, ...] = ("Alice", "Bob")) -> str:
@@ -331,3 +335,29 @@ async def test_config_is_validated_naming_the_field() -> None:
         await run(rt, num_workers=1)
     with pytest.raises(ConfigError, match="3 workers need 3 worker_names, got 2"):
         await run(rt, num_workers=3, worker_names=["A", "B"])
+
+
+@pytest.mark.parametrize(("boundary", "steps"), [("token", 1), ("text", 2)])
+async def test_text_boundaries_for_tokenizers_that_split_the_separator(
+    boundary: str, steps: int
+) -> None:
+    # "\n\n" is two "\n" tokens here: only the text rule sees Alice's step end.
+    workers = Workers({"Alice": " go.\n\nOk.", "Bob": " hmm" * 9}, sep_token=False)
+    result = await run(workers.runtime(), max_steps=9, step_boundary=boundary)
+    alice = [n.text for n in result.graph if n.kind == "step" and n.attrs.worker == 0]
+    assert alice == (
+        [ALICE_1 + " go.\n\n", "**Alice [2]:** Ok."]
+        if boundary == "text"
+        else [ALICE_1 + " go.\n\nOk."]
+    )
+    assert len(alice) == steps
+
+
+@pytest.mark.parametrize(("numeric", "answer"), [(True, None), (False, "answer here")])
+async def test_a_boxed_answer_must_be_a_number_by_default(
+    numeric: bool, answer: str | None
+) -> None:
+    # Small models copy the prompt's "\boxed{answer here}"; the reference parses floats.
+    workers = Workers({"Alice": " x", "Bob": " y"}, finisher="answer here}")
+    result = await run(workers.runtime(), max_steps=2, numeric_answer=numeric)
+    assert result.answer == answer
