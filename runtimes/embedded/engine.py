@@ -115,7 +115,8 @@ class Engine:
         ]
         if ready:
             self._sample(ready)
-        elif not chunks and self.scheduler.waiting:
+        elif not chunks and self.scheduler.waiting and not self.scheduler.num_requests_running:
+            # Nothing runs that could free blocks: the head of the queue can never start.
             head = self.scheduler.waiting[0]
             self.fail(
                 head,
@@ -126,7 +127,8 @@ class Engine:
                     runtime=PROVIDER,
                 ),
             )
-        return bool(chunks or ready or self.scheduler.waiting)
+            return True
+        return bool(chunks or ready)
 
     def _compute(self, chunks: list[Chunk]) -> None:
         wanted: list[range] = []
@@ -153,6 +155,9 @@ class Engine:
                 continue
             if seq.logits_from is not None:
                 seq.collected_logits.append(logits)
+                if seq.num_computed == len(seq.token_ids) and not seq.resident:
+                    self.scheduler.free(seq)  # scored: nothing more to do, free its slot
+                continue
             if chunk.end == len(seq.token_ids):
                 seq.next_logits = logits[-1]
 

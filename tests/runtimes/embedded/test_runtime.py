@@ -261,3 +261,18 @@ async def test_streaming_n_samples_matches_generate(runtime: EmbeddedRuntime) ->
         streamed = [t for c in chunks if c.index == index for t in c.token_ids]
         assert streamed == expected.completions[index].token_ids
     assert finals[-1].usage == expected.usage.model_copy(update={"cached_tokens": 0})
+
+
+async def test_more_score_continuations_than_batch_slots(
+    make_runtime: Callable[..., EmbeddedRuntime],
+) -> None:
+    runtime = make_runtime(max_num_seqs=2)
+    continuations = tuple((i, i + 1) for i in range(100, 107))
+    [many] = await runtime.score([ScoreRequest(prompt=PROMPT, continuations=continuations)])
+    singles = [
+        (await runtime.score([ScoreRequest(prompt=PROMPT, continuations=(c,))]))[0]
+        for c in continuations[:2]
+    ]
+    assert len(many.logprobs) == 7
+    assert many.logprobs[:2] == pytest.approx([s.logprobs[0] for s in singles], abs=1e-5)
+    assert runtime.statistics().blocks_in_use == 0
