@@ -34,9 +34,10 @@ summary read with their offsets and the summary's logprobs, top-20 logprobs and 
 ``top_p``, ``system_prompt``, ``join`` (``auto``, ``kv`` or ``text``), ``runtime``. Not done:
 the learned per-path segment embedding (a model-side feature of ParaThinker's modified
 model; no runtime here has it, and an untrained model has none). Unspecified, chosen here:
-the sampling defaults, that a path ended by EOS or the length limit is closed with its
-``path_suffix`` before the join, and that a budget exhausted during the paths skips the
-summary.
+the sampling defaults; that the closer is always forced: a path stops where it writes
+``path_suffix`` (cut), or at EOS or its length limit, and the graph appends the closer (so
+every path token has KV before the view reads it); and that a budget exhausted during the
+paths skips the summary.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class ParaThinkerConfig(BaseModel):
 
     num_paths: int = Field(4, ge=1)
     path_prefix: str = "<think{i}>"
-    path_suffix: str = "</think{i}>"
+    path_suffix: str = Field("</think{i}>", min_length=1)
     summary_prefix: str = Field("<summary>", min_length=1)
     #: Record what the summary read and its token distributions (for checks; see the joins).
     record_join: bool = False

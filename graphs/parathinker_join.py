@@ -11,6 +11,7 @@ import re
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from orchestrator import (
+    Capability,
     ChatMessage,
     Completion,
     GenerateRequest,
@@ -82,6 +83,8 @@ class _Join:
         return await encode_control(self.rt, text)
 
     def sampling(self, node: Node, max_new_tokens: int, suffix: str = "") -> SamplingParams:
+        """A path stops where it writes its closer (cut: the graph forces the closer); the
+        summary runs to EOS or its length limit."""
         details = suffix == "" and self.config.record_join  # the summary's, when recorded
         return SamplingParams(
             max_new_tokens=max_new_tokens,
@@ -89,7 +92,6 @@ class _Join:
             top_p=self.config.top_p,
             seed=self.ctx.seed_for(node.id),
             stop=(suffix,) if suffix else (),
-            include_stop=True,
             logprobs=details,
             top_logprobs=RECORDED_TOP_LOGPROBS if details else 0,
             return_entropy=details,
@@ -130,10 +132,6 @@ def _index(node: Node) -> int:
     return attrs.index
 
 
-def _closed(completion: Completion, suffix: str) -> bool:
-    return not suffix or completion.matched_stop == suffix
-
-
 class KvJoin(_Join):
     """Paths in handles forked from the prompt's; the summary is a view of them all."""
 
@@ -159,12 +157,16 @@ class KvJoin(_Join):
         await handle.extend(await self.control(self.config.path_prefix, _index(node)))
         suffix = self.suffix(node)
         sampling = self.sampling(node, self.config.max_path_tokens, suffix)
+        start = len(handle.token_ids)
         completion = await self.ctx.generate_on(node, handle, sampling, runtime=self.name)
-        closer = [] if _closed(completion, suffix) else await self.control(suffix)
-        # A generated sequence's last token has no KV until something follows it, and a view
-        # reads computed KV only (the embedded runtime): extending, even by nothing,
-        # computes it, so that the summary reads the whole path.
-        await handle.extend(closer)
+        kept = start + len(completion.token_ids)
+        if len(handle.token_ids) > kept and Capability.KV_RANGE_DROP in self.rt.capabilities:
+            # The runtime kept the cut stop (or EOS) in the sequence: the path is what the
+            # completion kept, then the forced closer, as in the text join.
+            await handle.drop_range(kept, len(handle.token_ids))
+        # Forced, the closer also computes the path's last generated token: a sequence's
+        # last token has no KV until something follows it, and a view reads computed KV.
+        await handle.extend(await self.control(suffix))
 
     def path_length(self, node: Node) -> int:
         handle = self.paths.get(node.id)
@@ -226,9 +228,8 @@ class TextJoin(_Join):
             sampling=self.sampling(node, self.config.max_path_tokens, suffix),
         )
         result = await self.ctx.generate(node, request, runtime=self.name)
-        completion = result.completions[0]
-        closer = [] if _closed(completion, suffix) else await self.control(suffix)
-        self.paths[node.id] = opener + completion.token_ids + closer
+        closer = await self.control(suffix)
+        self.paths[node.id] = opener + result.completions[0].token_ids + closer
 
     def path_length(self, node: Node) -> int:
         return len(self.paths.get(node.id, ()))

@@ -21,12 +21,12 @@ from orchestrator.testing import ALL_CAPABILITIES, ScriptedRuntime, ScriptedSequ
 QUESTION = "Add 3 and 4."
 PROMPT = f"<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n"
 CONTROL = {"<think1>": 10, "</think1>": 11, "<think2>": 12, "</think2>": 13, "<summary>": 14}
-PATH1 = " 3 + 4 = 7 </think1>"  # closes itself
-PATH2 = " 3 + 4 = 8"  # ends with EOS: the graph closes it
+PATH1 = " 3 + 4 = 7 "  # then writes its closer: cut there, and forced
+PATH2 = " 3 + 4 = 8"  # ends with EOS; the closer is forced too
 SUMMARY = "Path 1 checks out. #### 7"
 SCRIPT = {
     "rules": [
-        {"endswith": "<think1>", "outputs": [PATH1 + "NOT REACHED"]},
+        {"endswith": "<think1>", "outputs": [PATH1 + "</think1>NOT REACHED"]},
         {"endswith": "<think2>", "outputs": [PATH2]},
         {"endswith": "<summary>", "outputs": [SUMMARY]},
     ]
@@ -56,7 +56,7 @@ async def test_the_summary_reads_every_path_without_prefilling_any() -> None:
     prompt_length = len(
         await rt.render(Prompt(messages=(ChatMessage(role="user", content=QUESTION),)))
     )
-    n1 = 1 + len(PATH1) - len("</think1>") + 1  # opener, text, closer (one id each)
+    n1 = 1 + len(PATH1) + 1  # opener, text, closer (one id each)
     n2 = 1 + len(PATH2) + 1
     assert [graph[p].attrs for p in ("r.0", "r.1")] == [
         PathAttrs(index=1, position_offset=prompt_length),
@@ -75,10 +75,10 @@ async def test_the_summary_reads_every_path_without_prefilling_any() -> None:
     # It reads both paths: the summary was generated on prompt + path 1 + path 2 + opener.
     assert rt.calls[-1].kind == "sequence"
     assert rt.calls[-1].prompt_text == (
-        PROMPT + "<think1>" + PATH1 + "<think2>" + PATH2 + "</think2><summary>"
+        PROMPT + "<think1>" + PATH1 + "</think1><think2>" + PATH2 + "</think2><summary>"
     )
-    # Prefilled: the prompt once, the two openers, path 2's closer, the summary opener.
-    assert rt.stats.num_prefill_tokens == prompt_length + 4
+    # Prefilled: the prompt once, the two openers and closers, the summary opener.
+    assert rt.stats.num_prefill_tokens == prompt_length + 5
     assert (rt.stats.num_forks, rt.stats.num_views, rt.stats.num_live_handles) == (2, 1, 0)
     assert result.meta["parathinker"] == {
         "join": "kv",
@@ -101,12 +101,13 @@ async def test_the_text_join_reprefills_the_paths_the_cache_does_not_hold() -> N
         "parathinker: text join (no shared segments): the summary re-prefills the paths at "
         "sequential positions"
     ]
-    # Path 1 (prompt + its tokens) is in the prefix cache; path 2 and the opener are not.
+    # Path 1 (prompt + its tokens, not its forced closer) is in the prefix cache; its closer,
+    # path 2 and the opener are not.
     record = result.meta["parathinker"]
-    assert (record["summary_prefill_tokens"], record["reprefilled_tokens"]) == (n2 + 1, n2)
+    assert (record["summary_prefill_tokens"], record["reprefilled_tokens"]) == (n2 + 2, n2 + 1)
     summary = result.graph["r.0.0"]
     assert summary.attrs == SummaryAttrs(
-        position_offset=record["position_offset"] + n1 + n2, reprefilled_tokens=n2
+        position_offset=record["position_offset"] + n1 + n2, reprefilled_tokens=n2 + 1
     )
     assert result.answer == "7" and rt.stats.num_forks == 0
     # Without a prefix cache every path token is prefilled again (and the prompt too).
@@ -158,11 +159,11 @@ async def test_control_text_without_special_ids_is_tokenized_as_text() -> None:
             ]
         }
     )
-    options = {"path_prefix": "\nAttempt {i}:", "path_suffix": "", "summary_prefix": "\nSummary:"}
+    options = {"path_prefix": "\nAttempt {i}:", "path_suffix": "\n", "summary_prefix": "\nSummary:"}
     result = await Orchestrator(rt).run(QUESTION, _run_config(**options))
     assert result.answer == "7"
-    assert rt.calls[-1].prompt_text == (PROMPT + "\nAttempt 1: 7\nAttempt 2: 7\nSummary:")
-    assert result.meta["parathinker"]["path_tokens"] == [len("\nAttempt 1: 7")] * 2
+    assert rt.calls[-1].prompt_text == (PROMPT + "\nAttempt 1: 7\n\nAttempt 2: 7\n\nSummary:")
+    assert result.meta["parathinker"]["path_tokens"] == [len("\nAttempt 1: 7\n")] * 2
 
 
 async def test_record_join_keeps_what_the_summary_read_and_where() -> None:
@@ -171,7 +172,7 @@ async def test_record_join_keeps_what_the_summary_read_and_where() -> None:
     record = result.meta["parathinker"]["join_record"]
     offset = result.meta["parathinker"]["position_offset"]
     texts = [await rt.detokenize(s["token_ids"]) for s in record["segments"]]
-    assert texts == [PROMPT, "<think1>" + PATH1, "<think2>" + PATH2 + "</think2>"]
+    assert texts == [PROMPT, "<think1>" + PATH1 + "</think1>", "<think2>" + PATH2 + "</think2>"]
     assert [s["position_offset"] for s in record["segments"]] == [0, offset, offset]
     assert record["opener"] == [CONTROL["<summary>"]]
     assert record["summary_offset"] == result.meta["parathinker"]["summary_offset"]

@@ -18,7 +18,7 @@ QUESTION = "Ben has 7 shells. He buys 9 more shells. How many shells does Ben ha
 OPTIONS: dict[str, Any] = {
     "num_paths": 3,
     "path_prefix": "\nAttempt {i}:",
-    "path_suffix": "",
+    "path_suffix": "\n(end of attempt {i})",
     "summary_prefix": "\nComparing the attempts, the final answer is",
     "max_path_tokens": 24,
     "max_summary_tokens": 12,
