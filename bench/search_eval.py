@@ -14,7 +14,14 @@ graph with one prompt template (the graph's system prompt + the question as the 
 Every method but greedy runs under a per-problem cap on generated tokens of
 ``multiplier × max(greedy's tokens on that problem, --min-greedy-tokens)`` (default 8 ×; the
 floor keeps a problem greedy answers in a few tokens from starving the samplers). The
-reference answer is never shown to a scorer; correctness is judged afterwards.
+reference answer is never shown to a scorer; correctness is judged afterwards. A run the cap
+stops before any candidate finished has no answer, and counts as wrong.
+
+Settings chosen for SmolLM2-135M-Instruct (each a flag): it writes one line per step and
+ignores the prompt's request for blank lines, so a step ends at ``"\n"`` (the graph's default
+is ``"\n\n"``); a step is at most 48 tokens, so a round of 8 steps fits the smallest cap
+(8 × 48) and the core's token reservations do not cut a first round short; a solution is at
+most 256 tokens; sampling temperature 0.8 (the particle-filtering paper's).
 
 Resumable: one JSON line per (dataset, method, problem) is appended to
 ``--results/<dataset>.<method>.jsonl`` as soon as it finishes, and finished problems are
@@ -85,6 +92,7 @@ def run_config(method: str, args: argparse.Namespace, cap: int | None, seed: int
         "max_step_tokens": args.max_step_tokens,
         "max_solution_tokens": args.max_solution_tokens,
         "max_rounds": args.max_rounds,
+        "step_delimiter": args.step_delimiter.encode().decode("unicode_escape"),
         "temperature": 0.0 if method == "greedy" else args.temperature,
     }
     return RunConfig(
@@ -252,11 +260,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--results", default="bench/results/search")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--multiplier", type=int, default=8)
-    parser.add_argument("--min-greedy-tokens", type=int, default=32)
+    parser.add_argument("--min-greedy-tokens", type=int, default=48)
     parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--max-step-tokens", type=int, default=96)
+    parser.add_argument("--max-step-tokens", type=int, default=48)
     parser.add_argument("--max-solution-tokens", type=int, default=256)
     parser.add_argument("--max-rounds", type=int, default=64)
+    parser.add_argument("--step-delimiter", default="\\n", help="escapes allowed: \\n")
     parser.add_argument("--summary-only", action="store_true")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     return parser.parse_args(argv)

@@ -85,10 +85,10 @@ async def test_records_resume_and_summary(tmp_path: Path) -> None:
             "stop_reason": "done",
         },
     ]
-    # The cap is 8 × max(greedy's tokens, 32); best-of-8 picks the checked-right sample.
+    # The cap is 8 × max(greedy's tokens, 48); best-of-8 picks the checked-right sample.
     assert [(r["answer"], r["correct"], r["cap"], r["tokens"]) for r in best] == [
-        ("36", True, 256, 8 * 19),
-        ("40", True, 256, 4 * 8 + 4 * 33),
+        ("36", True, 384, 8 * 19),
+        ("40", True, 384, 4 * 8 + 4 * 33),
     ]
     await search_eval.evaluate(args, orch)  # resumed: nothing left to run
     assert len((tmp_path / "arithmetic.best_of_8.jsonl").read_text().splitlines()) == 2
