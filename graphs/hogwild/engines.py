@@ -6,9 +6,12 @@ cache blocks; each worker decodes on a *view* whose segments are the common prom
 steps, the headers and the other workers' views, growing as they decode. A lockstep step asks
 every worker's view for one token (the runtime batches the concurrent calls), so the only new
 KV per step is one token per worker, plus a new step's opening. At a step boundary the
-finished view's tokens become one more history segment of every layout (a relink, no KV
-copied) and the worker continues on a fresh view; as in the reference, the token that ended
-the step is fed first in the new block, so the history's KV covers it.
+finished view becomes one more history segment of every layout (a relink, no KV copied) and
+the worker continues on a fresh view that starts with the new step's opening. The token that
+ended the step is computed in the finished view, next to the new opening (the same tokens
+per forward as the reference, which feeds that token again at the head of the new block
+because its cache block is appended to the history before the token's KV exists); the
+history segment reads it once computed.
 
 :class:`Reprompt` (any runtime): every ``fallback_every`` tokens, each worker is prompted with
 its whole combined view as token ids and writes up to that many tokens, stopping at the step
@@ -116,11 +119,11 @@ class SharedCache:
         return completion
 
     async def move(self, workers: Sequence[int]) -> None:
-        """Relink: each finished view (but its last, still uncomputed token) joins the
-        history; the worker gets a fresh view; every layout is brought up to date."""
+        """Relink: each finished view joins the history; the worker gets a fresh view; every
+        layout is brought up to date."""
         finished = [self.views[worker] for worker in workers]
         for worker, view in zip(workers, finished, strict=True):
-            self.history.append(SegmentSpec(handle=view, end=self.own_len[worker] - 1))
+            self.history.append(SegmentSpec(handle=view, end=self.own_len[worker]))
         for worker in workers:
             await self._new_view(worker)
         await self._sync()

@@ -187,8 +187,7 @@ class _Collaboration:
         ids = tuple(await self.runtime.tokenize(opening.text))
         board.open(w, ids, opening.text)
         board.fed(1 + len(ids))
-        carried = tuple(completion.token_ids[-1:]) if self.shared else ()
-        return _Turn(opening.index, opening.text, ids, carried + ids, 1)
+        return _Turn(opening.index, opening.text, ids, ids, 1)
 
     def _turn_tokens(self) -> int:
         """Tokens each worker may sample this turn: 1 in lockstep, up to ``fallback_every``

@@ -120,16 +120,16 @@ async def test_workers_decode_in_lockstep_and_finished_steps_move_into_the_histo
         "self_checks": 0,
         "history": ["r.0.0", "r.0.1"],
     }
-    # Bob's view at step 7: the history holds Alice's first step; her second step (opened by
-    # the token that ended the first, fed again as in the reference) comes before his own.
+    # Bob's view at step 7: the history holds Alice's first step (relinked: the view she
+    # wrote it in); her second step comes before his own.
     prompt = prompt_text()
     bob = [view for name, view in workers.views if name == "Bob"]
     assert bob[6] == (
         prompt
         + ALICE_1
-        + " go."
+        + " go.\n\n"
         + OTHERS_HEADER
-        + "\n\n**Alice [2]:** A"
+        + "**Alice [2]:** A"
         + OWN_HEADER
         + BOB_1
         + " Ok, c"
@@ -149,7 +149,6 @@ async def test_each_lockstep_step_computes_one_token_per_worker_and_copies_no_kv
         + len(OWN_HEADER)
         + len(ALICE_1)
         + len(BOB_1)
-        + 1  # the token that ended Alice's step, first in her next block
         + len("**Alice [2]:** ")
     )
     assert stats.num_generated_tokens == 2 * 17  # exactly W new tokens per lockstep step

@@ -16,7 +16,7 @@ import pytest
 import torch
 from orchestrator.graphs.hogwild.engines import SharedCache
 from orchestrator.graphs.hogwild.layout import Pieces
-from orchestrator.graphs.hogwild.prompt import seed_text, step_prefix
+from orchestrator.graphs.hogwild.prompt import SELF_CHECK, seed_text, step_prefix
 from orchestrator.runtimes.embedded import EmbeddedRuntime, tiny_random_model
 
 from orchestrator import Orchestrator
@@ -125,7 +125,7 @@ async def lockstep_logits(rt: EmbeddedRuntime, forced: list[list[int]]) -> list[
         if index == len(forced) // 2:  # Alice's step ends: relink, her next block opens
             await cache.move([0])
             opening = await rt.tokenize(step_prefix("Alice", 2))
-            await step([[tokens[0], *opening], [tokens[1]], [tokens[2]]])
+            await step([opening, [tokens[1]], [tokens[2]]])
         else:
             await step([[t] for t in tokens])
     await cache.release()
@@ -148,3 +148,59 @@ async def test_segment_attention_equals_materialising_each_workers_view(
     for ours, theirs in zip(segment, rerotated, strict=True):
         assert torch.allclose(ours, theirs, atol=1e-4)
         assert int(ours.argmax()) == int(theirs.argmax())
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> Iterator[EmbeddedRuntime]:
+    runtime = EmbeddedRuntime.from_pretrained(None, kv_cache_bytes=128 * 2**20)
+    yield runtime
+    anyio.run(runtime.aclose)
+
+
+async def test_two_workers_collaborate_on_smollm2(smollm2: EmbeddedRuntime) -> None:
+    log = ForwardLog(smollm2)
+    question = "Sara has 12 pencils and gives 5 to Tom. How many pencils does she have now?"
+    result = await Orchestrator({"smollm2": smollm2}).run(
+        question,
+        graph="hogwild",
+        seed=0,
+        graph_options={
+            "suggestions": False,
+            "max_steps": 16,
+            "step_boundary": "text",
+            "temperature": 0.0,
+        },
+    )
+    meta = result.meta["hogwild"]
+    assert (meta["mode"], meta["workers"], result.stop_reason) == (
+        "shared_segments",
+        ["Alice", "Bob"],
+        "done",
+    )
+    steps = [n for n in result.graph if n.kind == "step"]
+    assert [n.attrs.name for n in result.graph if n.kind == "worker"] == ["Alice", "Bob"]
+    assert steps[0].text.startswith("**Alice [1]:** Hi, I'm Alice. Here's how we can")
+    assert steps[1].text.startswith("**Bob [1]:** Hi, I'm Bob.")
+    assert set(meta["history"]) <= {n.id for n in steps}
+    # After the seeds' forward, each lockstep step computes exactly one token per worker
+    # (the one it sampled before), plus the opening of every step that started.
+    openings = 0
+    for node in steps:
+        if node.attrs.step > 1:
+            name = meta["workers"][node.attrs.worker]
+            opening = step_prefix(name, node.attrs.step)
+            if node.text.startswith(opening + SELF_CHECK):
+                opening += SELF_CHECK
+            openings += len(await smollm2.tokenize(opening))
+    seeds = log.forwards.index([len(t) for t in await seeds_of(smollm2)])
+    answer = result.graph[result.answer_node or ""]
+    finisher = answer.usage.prompt_tokens - answer.usage.cached_tokens
+    finisher += max(0, answer.usage.generated_tokens - 1)
+    computed = sum(sum(f) for f in log.forwards[seeds + 1 :])
+    assert computed == 2 * (meta["inference_steps"] - 1) + openings + finisher
+    assert (answer.kind, answer.parent_ids) == ("answer", ("r.0", "r.1"))
+    assert smollm2.statistics().blocks_in_use == 0
+
+
+async def seeds_of(runtime: EmbeddedRuntime) -> list[list[int]]:
+    return [await runtime.tokenize(seed_text(NAMES, w)) for w in range(2)]
