@@ -46,6 +46,8 @@ async def test_records_resume_and_summary(tmp_path: Path) -> None:
             "--results",
             str(tmp_path),
             "--no-progress",
+            "--max-solution-tokens",
+            "40",
         ]
     )
     orch = Orchestrator(ScriptedRuntime(SCRIPT))
@@ -85,7 +87,8 @@ async def test_records_resume_and_summary(tmp_path: Path) -> None:
             "stop_reason": "done",
         },
     ]
-    # The cap is 8 × max(greedy's tokens, 48); best-of-8 picks the checked-right sample.
+    # The cap is 8 × max(greedy's tokens, 48); 8 × 40 reserved tokens fit under it, so no
+    # sample is cut short. Best-of-8 picks the checked-right sample.
     assert [(r["answer"], r["correct"], r["cap"], r["tokens"]) for r in best] == [
         ("36", True, 384, 8 * 19),
         ("40", True, 384, 4 * 8 + 4 * 33),
