@@ -25,7 +25,9 @@ g is pluggable (the paper's exact form is not public, methods.md §5 [2nd]):
   :class:`AStar` by a plugin that registers its own spec.
 
 Unspecified by the paper, chosen here: the question has no score, so a first step costs no
-drop (g = 0); ties in f go to the state pushed first; when the budget ends the search before a
+drop (g = 0); ties in f go to the deeper state (the usual A* tie-break towards the goal: with
+a PRM that often gives equal scores, breadth-first order among ties would spend the budget
+on shallow states), then to the state pushed first; when the budget ends the search before a
 solution is popped, the answer is the finished state with the lowest f in the frontier (else
 none); a solution popped is final (no re-opening of closed states: the tree has no merges).
 """
@@ -83,7 +85,7 @@ class AStar:
             self.cost = lambda g, parent_r, child_r, depth: weight * depth
         else:
             self.cost = COSTS[config.cost]
-        self._frontier: list[tuple[float, int, str]] = []
+        self._frontier: list[tuple[float, int, int, str]] = []  # (f, -depth, order, id)
         self._pushed = 0
         self._started = False
         self.solutions: list[Node] = []
@@ -96,15 +98,15 @@ class AStar:
     @property
     def frontier(self) -> list[tuple[float, str]]:
         """``(f, node_id)`` of the states waiting, in the order they would be popped."""
-        return [(f, node_id) for f, _, node_id in sorted(self._frontier)]
+        return [(f, node_id) for f, _, _, node_id in sorted(self._frontier)]
 
     def select(self, ctx: RunContext) -> Sequence[Expansion]:
         if not self._started:
             self._started = True
             self._g[ctx.root.id], self._r[ctx.root.id] = 0.0, None
-            self._push(ctx.root.id, 0.0)
+            self._push(ctx.root.id, 0.0, 0)
         while self._frontier and not self._enough():
-            _, _, node_id = heapq.heappop(self._frontier)
+            _, _, _, node_id = heapq.heappop(self._frontier)
             node = ctx.graph[node_id]
             if _finished(node):
                 self.solutions.append(node)
@@ -123,7 +125,7 @@ class AStar:
             h = 1.0 - r
             self._g[child.id], self._r[child.id] = g, r
             child.attrs.stats.update({"f": g + h, "g": g, "h": h})  # type: ignore[union-attr]
-            self._push(child.id, g + h)
+            self._push(child.id, g + h, child.depth)
 
     def done(self, ctx: RunContext) -> bool:
         if self._enough():
@@ -141,11 +143,11 @@ class AStar:
         if self.solutions:
             return min(self.solutions, key=lambda node: self._f[node.id])
         waiting = sorted(self._frontier)
-        return next((ctx.graph[i] for _, _, i in waiting if _finished(ctx.graph[i])), None)
+        return next((ctx.graph[i] for *_, i in waiting if _finished(ctx.graph[i])), None)
 
-    def _push(self, node_id: str, f: float) -> None:
+    def _push(self, node_id: str, f: float, depth: int) -> None:
         self._f[node_id] = f
-        heapq.heappush(self._frontier, (f, self._pushed, node_id))
+        heapq.heappush(self._frontier, (f, -depth, self._pushed, node_id))
         self._pushed += 1
 
     def _enough(self) -> bool:

@@ -134,3 +134,15 @@ def test_always_expands_the_lowest_f(draws: list[tuple[float, bool]]) -> None:
         _lowest_f_run(draws)
 
     anyio.run(go)
+
+
+async def test_ties_go_to_the_deeper_state(bare: Orchestrator) -> None:
+    ctx = context(bare)
+    astar = AStar(AStarConfig(k=2, cost="zero"))
+    astar.select(ctx)
+    astar.observe(ctx, [grow(ctx, "r", 0.5), grow(ctx, "r", 0.5)])
+    assert astar.select(ctx) == [Expansion(node_id="r.0", num_children=2, until="step")]
+    astar.observe(ctx, [grow(ctx, "r.0", 0.5), grow(ctx, "r.0", 0.5)])
+    # r.1, r.0.0 and r.0.1 all have f = 0.5: the deeper r.0.0 goes first, not r.1.
+    assert astar.frontier == [(0.5, "r.0.0"), (0.5, "r.0.1"), (0.5, "r.1")]
+    assert astar.select(ctx) == [Expansion(node_id="r.0.0", num_children=2, until="step")]
