@@ -62,4 +62,4 @@ async def main(threshold: float) -> None:
 
 
 if __name__ == "__main__":
-    anyio.run(main, float(sys.argv[1]) if len(sys.argv) > 1 else -0.8)
+    anyio.run(main, float(sys.argv[1]) if len(sys.argv) > 1 else -0.5)
