@@ -184,7 +184,12 @@ def _sync(rt: EmbeddedRuntime) -> None:
 
 
 async def run_case(
-    options: dict[str, Any], num_workers: int, history_len: int, steps: int, warmup: int
+    options: dict[str, Any],
+    num_workers: int,
+    history_len: int,
+    steps: int,
+    warmup: int,
+    recompute_steps: int,
 ) -> dict[str, Any]:
     medians: dict[str, float] = {}
     for method in ("segment", "rerotate", "recompute"):
@@ -197,7 +202,7 @@ async def run_case(
         try:
             cache = await open_workers(rt, await _history(rt, history_len), num_workers)
             if method == "recompute":
-                times = await recompute_times(rt, cache, warmup + steps)
+                times = await recompute_times(rt, cache, warmup + recompute_steps)
             else:
                 computed = runner.tokens_computed
                 times = await lockstep_times(rt, cache, warmup + steps)
@@ -214,6 +219,7 @@ async def run_case(
         "workers": num_workers,
         "history_tokens": history_len,
         "steps": steps,
+        "recompute_steps": recompute_steps,
         **{f"{m}_ms_per_step": round(1000 * t, 3) for m, t in medians.items()},
         "segment_ms_per_token": round(1000 * seg / num_workers, 3),
         "speedup_vs_recompute": round(medians["recompute"] / seg, 2),
@@ -230,6 +236,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--history", type=int, nargs="+", default=[512, 2048])
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--recompute-steps", type=int, default=None, help="steps timed for the slow baseline"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default=None, help="fp32 on CPU, bf16 on CUDA by default")
     parser.add_argument("--model", default=None, help="HF directory or .gguf (default SmolLM2)")
@@ -246,7 +255,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     lines = []
     for num_workers in args.workers:
         for history_len in args.history:
-            line = anyio.run(run_case, options, num_workers, history_len, args.steps, args.warmup)
+            line = anyio.run(
+                run_case,
+                options,
+                num_workers,
+                history_len,
+                args.steps,
+                args.warmup,
+                args.recompute_steps or args.steps,
+            )
             print(json.dumps(line), flush=True)
             lines.append(line)
     return lines
