@@ -15,7 +15,7 @@ closing brace (``inference_lib``'s early stop).
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -26,12 +26,8 @@ from orchestrator import (
     Capability,
     Completion,
     GenerateRequest,
-    GraphError,
-    Node,
     Prompt,
     SamplingParams,
-    StepAttrs,
-    WorkerAttrs,
 )
 
 from .board import Board
@@ -39,6 +35,7 @@ from .config import HogwildConfig
 from .engines import Engine, Reprompt, SharedCache
 from .layout import Pieces, finisher_prompt
 from .prompt import BOXED, SEP, final_answer, seed_text
+from .workers import Turn, WorkerTasks
 
 if TYPE_CHECKING:
     from orchestrator import RunContext
@@ -56,17 +53,6 @@ class HogwildGraph:
         return await _Collaboration(ctx, self.config).run()
 
 
-class _Turn(NamedTuple):
-    """A worker's turn: its step index, the step's opening (first turn of a step only), the
-    tokens to feed before sampling, and how many tokens it may sample."""
-
-    step: int
-    opening: str
-    opening_ids: tuple[int, ...]
-    forced: tuple[int, ...]
-    max_tokens: int
-
-
 class _Collaboration:
     def __init__(self, ctx: RunContext, config: HogwildConfig) -> None:
         self.ctx = ctx
@@ -81,8 +67,7 @@ class _Collaboration:
         self.runtime_name = ctx.default_runtime
         self.runtime = ctx.runtime(self.runtime_name)
         self.shared = _NEEDS in self.runtime.capabilities and not config.force_fallback
-        self.workers: list[Node] = []
-        self.steps: list[Node | None] = [None] * len(self.names)
+        self.tasks = WorkerTasks(ctx, config)
         self.num_steps = 0
 
     async def run(self) -> str | None:
@@ -100,10 +85,7 @@ class _Collaboration:
                 f"is re-prompted with its combined view every {config.fallback_every} tokens "
                 "(approximate: workers see each other only between rounds)"
             )
-        self.workers = [
-            ctx.add_node("worker", [ctx.root], WorkerAttrs(worker=w, name=name))
-            for w, name in enumerate(self.names)
-        ]
+        self.tasks.add_nodes()
         try:
             if isinstance(engine, SharedCache):
                 await engine.open()
@@ -123,8 +105,8 @@ class _Collaboration:
             text = seed_text(self.names, w)
             ids = tuple(await self.runtime.tokenize(text))
             self.board.open(w, ids, text)
-            turns.append(_Turn(1, text, ids, ids, 1))
-        pairs = [anyio.create_memory_object_stream[_Turn](1) for _ in self.names]
+            turns.append(Turn(1, text, ids, ids, 1))
+        pairs = [anyio.create_memory_object_stream[Turn](1) for _ in self.names]
         results = [anyio.create_memory_object_stream[Completion](1) for _ in self.names]
         async with AsyncExitStack() as streams, anyio.create_task_group() as tg:
             for w in range(len(self.names)):
@@ -132,7 +114,7 @@ class _Collaboration:
                 result_send, result_receive = results[w]
                 for stream in (turn_send, result_receive):
                     streams.enter_context(stream)
-                tg.start_soon(self._worker, w, engine, turn_receive, result_send)
+                tg.start_soon(self.tasks.run, w, engine, turn_receive, result_send)
             try:
                 await self._drive(engine, turns, [s for s, _ in pairs], [r for _, r in results])
             finally:
@@ -142,8 +124,8 @@ class _Collaboration:
     async def _drive(
         self,
         engine: Engine,
-        turns: list[_Turn],
-        send: list[MemoryObjectSendStream[_Turn]],
+        turns: list[Turn],
+        send: list[MemoryObjectSendStream[Turn]],
         receive: list[MemoryObjectReceiveStream[Completion]],
     ) -> None:
         board, config = self.board, self.config
@@ -171,7 +153,7 @@ class _Collaboration:
             if board.finished is None and self.num_steps >= config.max_steps:
                 board.finished = "max_steps"
 
-    async def _settle(self, w: int, completion: Completion) -> _Turn:
+    async def _settle(self, w: int, completion: Completion) -> Turn:
         board = self.board
         eos = completion.finish_reason == "stop" and completion.matched_stop != SEP
         last = completion.text if self.shared else (SEP if completion.matched_stop == SEP else "")
@@ -180,14 +162,14 @@ class _Collaboration:
             w, completion.token_ids, completion.text, boundary_token=last, eos=eos
         )
         if len(board.history) > num_finished:
-            step = self.steps[w]
+            step = self.tasks.steps[w]
             board.history[-1].node_id = step.id if step is not None else None
         if opening is None:
-            return _Turn(board.step_index[w], "", (), (), 1)
+            return Turn(board.step_index[w], "", (), (), 1)
         ids = tuple(await self.runtime.tokenize(opening.text))
         board.open(w, ids, opening.text)
         board.fed(1 + len(ids))
-        return _Turn(opening.index, opening.text, ids, ids, 1)
+        return Turn(opening.index, opening.text, ids, ids, 1)
 
     def _turn_tokens(self) -> int:
         """Tokens each worker may sample this turn: 1 in lockstep, up to ``fallback_every``
@@ -206,61 +188,11 @@ class _Collaboration:
             return 0
         return min(wanted, room)
 
-    async def _worker(
-        self,
-        w: int,
-        engine: Engine,
-        turns: MemoryObjectReceiveStream[_Turn],
-        results: MemoryObjectSendStream[Completion],
-    ) -> None:
-        async with turns, results, self.ctx.running(self.workers[w]):
-            turn = await _next(turns)
-            while turn is not None:
-                turn = await self._step(w, engine, turn, turns, results)
-
-    async def _step(
-        self,
-        w: int,
-        engine: Engine,
-        turn: _Turn | None,
-        turns: MemoryObjectReceiveStream[_Turn],
-        results: MemoryObjectSendStream[Completion],
-    ) -> _Turn | None:
-        ctx = self.ctx
-        assert turn is not None
-        index = turn.step
-        step = ctx.add_node("step", [self.workers[w]], StepAttrs(worker=w, step=index))
-        self.steps[w] = step
-        ended = False
-        async with ctx.running(step):
-            step.text += turn.opening
-            step.token_ids.extend(turn.opening_ids)
-            calls = 0
-            while turn is not None and turn.step == index:
-                sampling = SamplingParams(
-                    max_new_tokens=turn.max_tokens,
-                    temperature=self.config.temperature,
-                    top_p=self.config.top_p,
-                    seed=ctx.seed_for(step.id, calls),
-                )
-                completion = await engine.advance(ctx, w, step, turn.forced, sampling)
-                calls += 1
-                await results.send(completion)
-                turn = await _next(turns)
-            ended = True
-        if not ended:  # the step failed or was cancelled, and its scope isolated that
-            raise GraphError(
-                f"worker {self.names[w]} stopped: step {step.id} did not finish",
-                graph="hogwild",
-                node_id=step.id,
-            )
-        return turn
-
     async def _finish(self, pieces: Pieces) -> str | None:
         ctx, config = self.ctx, self.config
         numeric = config.numeric_answer
         answer = final_answer(self.board.generated_text(), numeric=numeric)
-        node = ctx.add_node("answer", self.workers, AnswerAttrs())
+        node = ctx.add_node("answer", self.tasks.nodes, AnswerAttrs())
         try:
             async with ctx.running(node):
                 if answer is None and config.finisher_max_tokens > 0:
@@ -291,13 +223,6 @@ class _Collaboration:
             "self_checks": board.num_self_checks,
             "history": [s.node_id for s in board.history],
         }
-
-
-async def _next(turns: MemoryObjectReceiveStream[_Turn]) -> _Turn | None:
-    try:
-        return await turns.receive()
-    except anyio.EndOfStream:
-        return None
 
 
 def _first_budget(group: BaseExceptionGroup[BudgetExhausted]) -> BudgetExhausted:
