@@ -20,7 +20,7 @@ from orchestrator.graphs.hogwild.prompt import (
 )
 
 from orchestrator import Capability, ConfigError, Orchestrator, RunResult, SamplingParams
-from orchestrator.testing import ALL_CAPABILITIES, ScriptedRuntime
+from orchestrator.testing import ALL_CAPABILITIES, ScriptedOutput, ScriptedRuntime
 
 pytestmark = pytest.mark.anyio
 
@@ -360,3 +360,31 @@ async def test_a_boxed_answer_must_be_a_number_by_default(
     workers = Workers({"Alice": " x", "Bob": " y"}, finisher="answer here}")
     result = await run(workers.runtime(), max_steps=2, numeric_answer=numeric)
     assert result.answer == answer
+
+
+async def test_a_failing_worker_ends_the_collaboration_and_is_recorded() -> None:
+    workers = Workers({"Alice": " x" * 9, "Bob": " y" * 9}, finisher="3}")
+
+    def respond(prompt: str, sampling: SamplingParams, index: int) -> str | ScriptedOutput:
+        text = workers(prompt, sampling, index)
+        if workers.views and workers.views[-1][0] == "Bob" and workers.cursors["Bob"] == 3:
+            return ScriptedOutput(raise_error="server fell over")
+        return text
+
+    rt = ScriptedRuntime(responder=respond, special_tokens={SEP: SEP_ID})
+    result = await run(rt, max_steps=8)
+    nodes = {n.id: (n.kind, n.status.value, n.error) for n in result.graph}
+    assert nodes["r.1.0"] == (
+        "step",
+        "failed",
+        "RuntimeFailure: runtime 'scripted': server fell over",
+    )
+    assert nodes["r.1"] == (
+        "worker",
+        "failed",
+        "GraphError: graph 'hogwild' at node r.1.0: worker Bob stopped: step r.1.0 did not finish",
+    )
+    assert nodes["r.0"][:2] == ("worker", "done")
+    assert result.meta["hogwild"]["stop"] == "worker_failed"
+    assert (result.answer, result.stop_reason) == ("3", "done")
+    assert rt.stats.num_live_handles == 0
