@@ -175,6 +175,7 @@ class JsonStream:
         if (kind == "number" and char in _NUMBER) or (kind == "literal" and char in _LITERAL):
             self._raw.append(char)
             return True
+        assert kind in ("number", "literal")
         raw = "".join(self._raw)
         if kind == "literal" and raw not in ("true", "false", "null"):
             raise JsonStreamError(f"bad literal {raw!r}", start)
