@@ -25,10 +25,11 @@ most 256 tokens; sampling temperature 0.8 (the particle-filtering paper's).
 
 Resumable: one JSON line per (dataset, method, problem) is appended to
 ``--results/<dataset>.<method>.jsonl`` as soon as it finishes, and finished problems are
-skipped on the next run. At the end it prints one JSON line per (dataset, method): accuracy
-with a 90% percentile-bootstrap interval, mean tokens generated, scorer calls and wall-clock
-per problem, and the 90% paired-bootstrap interval of the gain over greedy (A* also against
-best-of-8); and it writes a PNG of accuracy against tokens.
+skipped on the next run. Problems run one after another, every method on each, so a partial
+run compares all methods on the same problems. At the end it prints one JSON line per
+(dataset, method): accuracy with a 90% percentile-bootstrap interval, mean tokens generated,
+scorer calls and wall-clock per problem, and the 90% paired-bootstrap interval of the gain
+over greedy (A* also against best-of-8); and it writes a PNG of accuracy against tokens.
 
     python bench/search_eval.py [--limit 20] [--device cuda] [--methods greedy astar ...]
 """
@@ -107,25 +108,23 @@ def run_config(method: str, args: argparse.Namespace, cap: int | None, seed: int
 
 
 async def evaluate(args: argparse.Namespace, orch: Orchestrator) -> None:
-    """Run every (dataset, method, problem) not in the results yet; greedy first."""
+    """Run every (dataset, problem, method) not in the results yet. Problem-major, greedy
+    first, so an interrupted run leaves every method on the same problems (paired)."""
     methods = ["greedy", *(m for m in args.methods if m != "greedy")]
-    work = [(d, m) for d in args.datasets for m in methods]
-    todo = {}
-    for dataset, method in work:
-        done = read_results(out(args, dataset, method))
-        todo[(dataset, method)] = [
-            i for i in range(len(load(dataset, args.limit))) if i not in done
-        ]
+    todo = []
+    for dataset in args.datasets:
+        done = {m: read_results(out(args, dataset, m)) for m in methods}
+        problems = load(dataset, args.limit)
+        for index, row in enumerate(problems):
+            todo.extend((dataset, m, index, row) for m in methods if index not in done[m])
     with Progress(disable=not args.progress) as progress:
-        bar = progress.add_task("search eval", total=sum(len(v) for v in todo.values()))
-        for dataset, method in work:
-            problems = load(dataset, args.limit)
-            for index in todo[(dataset, method)]:
-                progress.update(bar, description=f"{dataset} {method} #{index}")
-                record = await run_one(orch, args, dataset, method, index, problems[index])
-                with out(args, dataset, method).open("a") as f:
-                    f.write(json.dumps(record) + "\n")
-                progress.advance(bar)
+        bar = progress.add_task("search eval", total=len(todo))
+        for dataset, method, index, row in todo:
+            progress.update(bar, description=f"{dataset} #{index} {method}")
+            record = await run_one(orch, args, dataset, method, index, row)
+            with out(args, dataset, method).open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            progress.advance(bar)
 
 
 async def run_one(
