@@ -181,7 +181,13 @@ class Builder:
                 self.awaiting_result = None
             return
         node = self._top(event.path)
-        node.text = json.loads(raw) if role in ("thought", "conclusion", "answer") else raw
+        if role in ("thought", "conclusion", "answer"):
+            value = json.loads(raw)
+            # The schema says string; an unconstrained runtime may still write `42`: keep
+            # the JSON text rather than crash on a non-string value.
+            node.text = value if isinstance(value, str) else raw
+        else:
+            node.text = raw
         if isinstance(node.attrs, TimAttrs | TimToolAttrs):
             node.attrs.end = event.end
         if role == "answer":
