@@ -114,3 +114,19 @@ async def test_particle_filter_is_reproducible(orch: Orchestrator) -> None:
     again = await search(orch, "particle_filter", "step_checker", num_particles=2, max_steps=3)
     assert [(n.id, n.text) for n in again.graph] == [(n.id, n.text) for n in first.graph]
     assert again.answer == first.answer
+
+
+async def test_particle_gibbs(orch: Orchestrator) -> None:
+    result = await search(
+        orch, "particle_filter", "step_checker", num_particles=3, num_iterations=2, max_steps=2
+    )
+    nodes = check_common(result)
+    meta = result.meta["search"]
+    assert meta["strategy"] == "particle_gibbs"
+    # Sweep 2 starts N - 1 = 2 fresh particles at the question, next to the reference.
+    # 2 sweeps × 3 particles × 2 steps × 24 tokens fit the budget: both sweeps run.
+    assert result.stop_reason == "done"
+    assert [n.id for n in nodes if n.depth == 1] == ["r.0", "r.1", "r.2", "r.3", "r.4"]
+    (reference,) = meta["references"]
+    assert [result.graph[i].depth for i in reference] == list(range(1, len(reference) + 1))
+    assert reference[0] in ("r.0", "r.1", "r.2")  # drawn from sweep 1
