@@ -4,7 +4,8 @@ Runs the ``hogwild`` graph on the embedded runtime (SmolLM2 by default), prints 
 steps in the order they reached the common history, the answer, and whether the shared cache
 was real or the re-prompting fallback was taken. The same from the command line::
 
-    orchestrator run "QUESTION" --graph hogwild --set graph.max_steps=128
+    orchestrator run "QUESTION" --graph hogwild --set graph.max_steps=128 \\
+        --set graph.step_boundary=text
 
 Options: ``python examples/hogwild.py --workers 3 --max-steps 256 --question "..."``.
 A reasoning model (the paper uses QwQ-32B) collaborates far better than SmolLM2-135M, which
@@ -55,7 +56,13 @@ async def main(args: argparse.Namespace) -> None:
             args.question,
             graph="hogwild",
             seed=args.seed,
-            graph_options={"num_workers": args.workers, "max_steps": args.max_steps},
+            graph_options={
+                "num_workers": args.workers,
+                "max_steps": args.max_steps,
+                # SmolLM2 writes ".\n\n" as ".", "\n", "\n": the reference's rule (a token
+                # containing "\n\n") would never end a step.
+                "step_boundary": "text",
+            },
         )
     report(console, result)
 
