@@ -27,6 +27,7 @@ Other graphs' cases (Hogwild!, ParaThinker) add their own function to ``CASES``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -234,9 +235,19 @@ def _latency(
     }
 
 
+async def _routing(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """GlimpRouter and ParaThinker cases: ``bench/graphs_routing.py`` (issue 7), at its
+    defaults (run that file for its options)."""
+    import graphs_routing  # bench/ is on sys.path when this file runs as a script
+
+    return await graphs_routing.CASES[name](args)
+
+
 CASES: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = {
     "tim_pruning": tim_pruning,
     "threadweaver": threadweaver,
+    "glimp_router": functools.partial(_routing, "glimp_router"),
+    "parathinker_join": functools.partial(_routing, "parathinker_join"),
 }
 
 

@@ -210,7 +210,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cases", nargs="+", default=["glimp", "parathinker"])
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--limit", type=int, default=20)
-    parser.add_argument("--tau", type=float, nargs="+", default=[1.0, 2.0, 3.0])
+    parser.add_argument("--tau", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     parser.add_argument("--small-layers", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=160)
     parser.add_argument("--paths", type=int, nargs="+", default=[2, 4, 8])
@@ -218,6 +218,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model", default=None, help="HF directory or .gguf (default SmolLM2)")
     return parser.parse_args(argv)
+
+
+def _defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """This module's defaults, with the model and device of ``bench/graphs.py``'s ``args``."""
+    ours = parse_args([])
+    ours.model, ours.device = args.model, args.device
+    return ours
+
+
+async def glimp_router(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``glimp`` case at its defaults (a ``bench/graphs.py`` case)."""
+    return await glimp_case(_defaults(args))
+
+
+async def parathinker_join(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``parathinker`` case for each default P (a ``bench/graphs.py`` case)."""
+    ours = _defaults(args)
+    lines = [await parathinker_case(ours, num_paths) for num_paths in ours.paths]
+    return {"bench": "parathinker_join", "cases": lines}
+
+
+#: Registered in ``bench/graphs.py``'s ``CASES``.
+CASES = {"glimp_router": glimp_router, "parathinker_join": parathinker_join}
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
