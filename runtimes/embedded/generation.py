@@ -2,7 +2,8 @@
 
 Stops: EOS (unless ``ignore_eos``) and ``stop_token_ids`` end a sample with that id as
 ``matched_stop``; a stop string ends it when it appears in the decoded text. Without
-``include_stop`` the matched stop is cut: a stop id is left out of ``token_ids``, and for a
+``include_stop`` the matched stop is cut (EOS always is, unless listed in ``stop_token_ids``):
+a stop id is left out of ``token_ids``, and for a
 stop string the text ends where the string starts while ``token_ids`` end before the token
 in which it starts (ids never carry part of a stop; with a stop inside a token, the text
 may keep that token's leading characters). Streaming emits only text that can no longer
@@ -98,7 +99,10 @@ class Generation:
     def _kept(self) -> tuple[int, str]:
         """How many ids and which text the completion keeps."""
         ids = self.output_ids
-        if isinstance(self.matched_stop, int) and not self.params.include_stop:
+        if isinstance(self.matched_stop, int) and not (
+            # EOS is kept only when asked for as a stop token (the protocol's include_stop).
+            self.params.include_stop and self.matched_stop in self.params.stop_token_ids
+        ):
             return len(ids) - 1, self._tokenizer.decode(ids[:-1])
         if self._stop_at is None:
             return len(ids), self._tokenizer.decode(ids)
