@@ -21,7 +21,9 @@ cases:
 
     python bench/graphs.py [--case tim_pruning] [--case threadweaver] [--device cuda]
 
-Other graphs' cases (Hogwild!, ParaThinker) add their own function to ``CASES``.
+GlimpRouter and ParaThinker cases come from ``bench/graphs_routing.py`` through ``CASES``;
+the Hogwild! decode benchmark, which needs its own shared-history arguments, is
+``bench/graphs_hogwild.py``.
 """
 
 from __future__ import annotations
