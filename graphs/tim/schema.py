@@ -25,7 +25,6 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-import xgrammar
 from pydantic import BaseModel, ConfigDict
 
 from orchestrator import Grammar, ToolSpec
@@ -152,6 +151,8 @@ def grammar_for(schema: dict[str, Any], whitespace: Literal["compact", "any"]) -
     """
     if whitespace == "any":
         return Grammar(json_schema=schema)
+    import xgrammar  # lazily: importing it costs half a second at plugin loading
+
     compiled = xgrammar.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False)
     return Grammar(ebnf=str(compiled))
 

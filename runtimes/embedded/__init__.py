@@ -8,11 +8,15 @@ Layout after nano-vllm: ``config`` → ``weights`` → ``model`` + ``attention/`
 
 from __future__ import annotations
 
-from .block_manager import BlockStatistics
-from .config import EngineConfig, ModelConfig
-from .handles import EmbeddedSequenceHandle
-from .runtime import EmbeddedRuntime
-from .testing import tiny_random_model
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .block_manager import BlockStatistics
+    from .config import EngineConfig, ModelConfig
+    from .handles import EmbeddedSequenceHandle
+    from .runtime import EmbeddedRuntime
+    from .testing import tiny_random_model
 
 __all__ = [
     "BlockStatistics",
@@ -22,3 +26,20 @@ __all__ = [
     "ModelConfig",
     "tiny_random_model",
 ]
+
+# Loaded on first use (PEP 562): the plugin module is imported whenever plugins load, and
+# torch must not be imported for `orchestrator plugins list` or a run on another runtime.
+_SOURCES = {
+    "BlockStatistics": ".block_manager",
+    "EmbeddedRuntime": ".runtime",
+    "EmbeddedSequenceHandle": ".handles",
+    "EngineConfig": ".config",
+    "ModelConfig": ".config",
+    "tiny_random_model": ".testing",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SOURCES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_SOURCES[name], __name__), name)

@@ -15,8 +15,6 @@ from typing import Any
 
 from orchestrator import AttentionBackendSpec, ConfigError, RuntimeSpec, hookimpl
 
-from .attention import SdpaBackend, SegmentBackend
-
 __all__ = ["make_runtime", "orchestrator_add_attention_backends", "orchestrator_add_runtimes"]
 
 _INT_OPTIONS = (
@@ -54,6 +52,20 @@ def make_runtime(target: str, options: Mapping[str, str]) -> Any:
     return EmbeddedRuntime.from_pretrained(path, **parsed)
 
 
+# Backends import torch; plugin loading must not (it runs for every CLI call and run), so the
+# factories import on first use.
+def _sdpa(*args: Any, **kwargs: Any) -> Any:
+    from .attention import SdpaBackend
+
+    return SdpaBackend(*args, **kwargs)
+
+
+def _segment(*args: Any, **kwargs: Any) -> Any:
+    from .attention import SegmentBackend
+
+    return SegmentBackend(*args, **kwargs)
+
+
 @hookimpl
 def orchestrator_add_runtimes() -> list[RuntimeSpec]:
     return [
@@ -71,13 +83,13 @@ def orchestrator_add_attention_backends() -> list[AttentionBackendSpec]:
         AttentionBackendSpec(
             runtime="embedded",
             name="sdpa",
-            factory=SdpaBackend,
+            factory=_sdpa,
             description="SDPA over gathered KV blocks (default)",
         ),
         AttentionBackendSpec(
             runtime="embedded",
             name="segment",
-            factory=SegmentBackend,
+            factory=_segment,
             description="several KV segments, per-segment query rotation, log-sum-exp merge",
         ),
     ]

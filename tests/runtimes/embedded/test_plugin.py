@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import anyio
 import pytest
+import torch
 from orchestrator.runtimes.embedded import EmbeddedRuntime
-from orchestrator.runtimes.embedded.attention import SdpaBackend, SegmentBackend
+from orchestrator.runtimes.embedded.attention import KVCache, Rope, SdpaBackend, SegmentBackend
 from orchestrator.runtimes.embedded.plugin import make_runtime
 
 from orchestrator import ConfigError, PluginManager
@@ -28,7 +31,20 @@ def test_the_runtime_and_its_backends_are_registered(registry: object) -> None:
         name: registry.get("attention_backend", name).factory
         for name in ("embedded:sdpa", "embedded:segment")
     }  # type: ignore[attr-defined]
-    assert backends == {"embedded:sdpa": SdpaBackend, "embedded:segment": SegmentBackend}
+    # The factories import torch on first use; each builds its backend class.
+    cache = KVCache(1, 16, 4, 1, 8, dtype=torch.float32, device=torch.device("cpu"))
+    rope = Rope(8, 10000.0, torch.device("cpu"))
+    built = {name: type(factory(cache, rope, 2)) for name, factory in backends.items()}
+    assert built == {"embedded:sdpa": SdpaBackend, "embedded:segment": SegmentBackend}
+
+
+def test_loading_plugins_does_not_import_torch() -> None:
+    code = (
+        "import sys, orchestrator; o = orchestrator.Orchestrator(runtimes={}); o.registry; "
+        "print(sorted(m for m in ('torch', 'transformers', 'xgrammar') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_a_spec_builds_a_configured_runtime(registry: object, tiny_model_dir: Path) -> None:
