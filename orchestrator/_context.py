@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any
 
 import anyio
+from opentelemetry.trace import Span
 from pydantic import BaseModel
 
 from ._budget import Budget
@@ -282,13 +283,7 @@ class RunContext:
             try:
                 completion = await handle.generate(sampling)
             except BaseException as exc:
-                generated = _grown(handle, before, sampling)
-                node.usage = node.usage + Usage(generated_tokens=generated)
-                self._settle(granted, generated)
-                if span is not None:
-                    span.set_attribute("gen_ai.usage.output_tokens", generated)
-                    span.set_attribute("error.type", type(exc).__name__)
-                    span.end()
+                self._interrupted(node, granted, _grown(handle, before, sampling), span, exc)
                 raise
             generated = max(len(completion.token_ids), _grown(handle, before, sampling))
             stop = completion.matched_stop
@@ -324,6 +319,17 @@ class RunContext:
                 if exc.limit != "max_generated_tokens" or self.budget.reserved_tokens == 0:
                     raise
                 await self._settled.wait()
+
+    def _interrupted(
+        self, node: Node, granted: int, generated: int, span: Span | None, exc: BaseException
+    ) -> None:
+        """A call that failed or was cancelled: charge what it generated, close its span."""
+        node.usage = node.usage + Usage(generated_tokens=generated)
+        self._settle(granted, generated)
+        if span is not None:
+            span.set_attribute("gen_ai.usage.output_tokens", generated)
+            span.set_attribute("error.type", type(exc).__name__)
+            span.end()
 
     def _settle(self, granted: int, generated: int, usage: Usage | None = None) -> None:
         if usage is None:
@@ -374,15 +380,9 @@ class RunContext:
             else:
                 result = (await rt.generate([request]))[0]
         except BaseException as exc:
-            generated = len(partial.token_ids)
             node.token_ids.extend(partial.token_ids)
             node.text += "".join(partial.text)
-            node.usage = node.usage + Usage(generated_tokens=generated)
-            self._settle(granted, generated)
-            if span is not None:
-                span.set_attribute("gen_ai.usage.output_tokens", generated)
-                span.set_attribute("error.type", type(exc).__name__)
-                span.end()
+            self._interrupted(node, granted, len(partial.token_ids), span, exc)
             raise
         usage = result.usage
         self._settle(granted, 0, usage)

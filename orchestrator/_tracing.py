@@ -124,9 +124,7 @@ class RunTracer:
         """A runtime call span, child of the node's span."""
         if self._tracer is None:
             return None
-        parent = self._node_spans.get(node.id) if node is not None else None
-        parent = parent or self._run_span
-        context = trace.set_span_in_context(parent) if parent is not None else None
+        context = self._call_parent(node)
         return self._tracer.start_span(
             f"{operation} {model}",
             context=context,
@@ -141,12 +139,16 @@ class RunTracer:
             },
         )
 
+    def _call_parent(self, node: Node | None) -> Context | None:
+        """Calls and scores nest under their node's span (the run's span without a node)."""
+        if node is not None and node.id in self._node_spans:
+            return self._parent_context(node.id)
+        return self._parent_context(None)
+
     def start_score(self, node: Node | None, scorer: str, num_candidates: int) -> Span | None:
         if self._tracer is None:
             return None
-        parent = self._node_spans.get(node.id) if node is not None else None
-        parent = parent or self._run_span
-        context = trace.set_span_in_context(parent) if parent is not None else None
+        context = self._call_parent(node)
         return self._tracer.start_span(
             f"orchestrator.score {scorer}",
             context=context,
