@@ -5,7 +5,9 @@ Workload: 16 requests arriving together that share a 256-token prefix and differ
 top-p 0.95). Compared against (a) transformers ``generate`` once per request, as peers do,
 and (b) transformers ``generate`` with all 16 in one batch (equal lengths: no padding
 needed). Tokens/s counts generated tokens over wall time, prefill included; each system
-gets one untimed warm-up. ``prefill_tokens_computed`` is the embedded model runner's
+gets one untimed warm-up. Process CPU seconds and the load average are printed too: on a
+machine shared with other jobs, wall-clock figures mean little on their own.
+``prefill_tokens_computed`` is the embedded model runner's
 ``tokens_computed`` minus the generated tokens it fed back (each request feeds back 63 of
 its 64); ``unique_prompt_tokens`` is 256 + 16 × 8. Prints one JSON line.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from typing import Any
@@ -60,13 +63,14 @@ def run_embedded(
     requests = [GenerateRequest(prompt=p, sampling=sampling(args, i)) for i, p in enumerate(ids)]
     runner = runtime.engine.runner
     computed = runner.tokens_computed
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     results = anyio.run(runtime.generate, requests)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     generated = sum(r.usage.generated_tokens for r in results)
     fed_back = sum(r.usage.generated_tokens - 1 for r in results)
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "tok_s": generated / seconds,
         "prefill_tokens_computed": runner.tokens_computed - computed - fed_back,
         "cached_tokens": sum(r.usage.cached_tokens for r in results),
@@ -104,20 +108,20 @@ def run_hf(
     tensors = [torch.tensor([p], device=args.device) for p in ids]
     with torch.no_grad():
         hf_generate(model, tensors[0][:, :16], args, 0)  # warm-up
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for i, batch in enumerate(tensors):
             hf_generate(model, batch, args, i)
-        sequential = time.perf_counter() - start
-        start = time.perf_counter()
+        sequential, sequential_cpu = time.perf_counter() - start, time.process_time() - cpu
+        start, cpu = time.perf_counter(), time.process_time()
         out = hf_generate(model, torch.cat(tensors), args, 0)
-        batched = time.perf_counter() - start
+        batched, batched_cpu = time.perf_counter() - start, time.process_time() - cpu
     assert out.shape[1] == len(ids[0]) + args.new_tokens
     total = args.requests * args.new_tokens
     return {
-        "sequential_s": sequential,
-        "batched_s": batched,
         "sequential_tok_s": total / sequential,
         "batched_tok_s": total / batched,
+        "sequential_cpu_s": sequential_cpu,
+        "batched_cpu_s": batched_cpu,
     }
 
 
@@ -146,6 +150,7 @@ def main() -> None:
         "new_tokens": args.new_tokens,
         "embedded_tok_s": round(ours["tok_s"], 1),
         "embedded_seconds": round(ours["seconds"], 2),
+        "embedded_cpu_seconds": round(ours["cpu_seconds"], 2),
         "prefill_tokens_computed": ours["prefill_tokens_computed"],
         "unique_prompt_tokens": args.prefix + args.requests * args.suffix,
         "cached_tokens": ours["cached_tokens"],
@@ -157,7 +162,11 @@ def main() -> None:
             "hf_batched_tok_s": round(hf["batched_tok_s"], 1),
             "speedup_vs_sequential_hf": round(ours["tok_s"] / hf["sequential_tok_s"], 2),
             "speedup_vs_batched_hf": round(ours["tok_s"] / hf["batched_tok_s"], 2),
+            # Process CPU time: a second view when other jobs share the cores.
+            "hf_sequential_cpu_seconds": round(hf["sequential_cpu_s"], 2),
+            "hf_batched_cpu_seconds": round(hf["batched_cpu_s"], 2),
         }
+    line["load_average_1min"] = os.getloadavg()[0]
     anyio.run(runtime.aclose)
     print(json.dumps(line))
 
