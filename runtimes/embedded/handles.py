@@ -111,6 +111,8 @@ class EmbeddedSequenceHandle:
     async def extend(self, token_ids: Sequence[int]) -> None:
         self._check()
         ids = list(token_ids)
+        if not ids:  # nothing to compute; queueing it would wait for a step that never comes
+            return
         self._rt.check_tokens(ids)
         if self.context_length + len(ids) >= self._rt.max_context:
             raise ContextOverflow(self.context_length + len(ids), self._rt.max_context)

@@ -96,6 +96,20 @@ async def test_extend_mid_generation_matches_recomputing(
     assert runtime.statistics().blocks_in_use == 0
 
 
+async def test_extending_by_nothing_is_a_no_op(runtime: EmbeddedRuntime) -> None:
+    """Regression: an empty extend used to queue work no step could do, failing the handle."""
+    ids = await runtime.tokenize(TEXT)
+    handle = await runtime.open_sequence(ids)
+    counters = Counters(runtime)
+    await handle.extend([])
+    assert counters.computed == 0
+    assert handle.token_ids == ids
+    greedy = SamplingParams(max_new_tokens=3, temperature=0, ignore_eos=True)
+    assert len((await handle.generate(greedy)).token_ids) == 3
+    await handle.release()
+    assert runtime.statistics().blocks_in_use == 0
+
+
 async def test_drop_range_reencodes_only_the_tail(
     runtime: EmbeddedRuntime, scratch: Callable[..., object]
 ) -> None:
