@@ -15,9 +15,7 @@ from orchestrator.testing import ScriptedRuntime
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--run-slow", action="store_true", help="run the slow tier (also: -m slow)"
-    )
+    parser.addoption("--run-slow", action="store_true", help="run the slow tier (also: -m slow)")
 
 
 def _tier_skips(config: pytest.Config) -> dict[str, pytest.MarkDecorator]:
