@@ -11,7 +11,11 @@ machine shared with other jobs, wall-clock figures mean little on their own.
 ``tokens_computed`` minus the generated tokens it fed back (each request feeds back 63 of
 its 64); ``unique_prompt_tokens`` is 256 + 16 × 8. Prints one JSON line.
 
-    python bench/runtime_throughput.py [--device cuda] [--skip-hf]
+    python bench/runtime_throughput.py [--device cuda] [--skip-hf] [--threads N]
+
+On a CPU shared with other jobs, a parallel op waits a scheduler time slice whenever one of
+its threads is descheduled; code made of many small parallel ops (HF's) suffers far more
+than ours, so compare at ``--threads 1`` there as well.
 """
 
 from __future__ import annotations
@@ -133,7 +137,12 @@ def main() -> None:
     parser.add_argument("--suffix", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--skip-hf", action="store_true", help="only measure the embedded runtime")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
+    )
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     runtime = EmbeddedRuntime.from_pretrained(None, device=args.device)
     ids = prompts(runtime, args)
     ours = run_embedded(runtime, ids, args)
