@@ -158,7 +158,7 @@ def materialize_gguf(gguf: Path | None = None) -> Path:
     # save_pretrained refuses GGUF-loaded models; lm_head is tied to the embedding.
     state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
     save_file(state, str(build / "model.safetensors"))
-    config = model.config.to_dict()
+    config = json.loads(model.config.to_json_string())
     config.pop("quantization_config", None)  # the weights written are plain fp32
     (build / "config.json").write_text(json.dumps(config, indent=2))
     copy_tokenizer(tokenizer_dir, build)
